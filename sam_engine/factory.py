@@ -1,0 +1,85 @@
+"""Choosing and building an engine: SAM when a checkpoint is installed, else the default engine."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .engine import Engine
+from .errors import SamEngineError
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAMES = ("auto", "sam", "classic")
+# Preferred SAM models, best first, for "auto" on each kind of device.
+_AUTO_ORDER = {"cuda": ("vit_h", "vit_l", "vit_b", "vit_t"), "cpu": ("vit_b", "vit_t", "vit_l")}
+
+
+def load_engine(
+    engine: str = "auto",
+    model: str | None = None,
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    cache=None,
+) -> Engine:
+    """Build the engine named `engine`.
+
+    auto: SAM with `model` (or the best installed checkpoint for the device) when one is found,
+    otherwise the classical default engine, with a note saying so. sam: SAM or a clear error.
+    classic: the default engine, which needs no weights.
+    """
+    if engine not in ENGINE_NAMES:
+        raise SamEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}")
+    if engine == "classic":
+        return _classic(cache)
+    from .device import choose_device
+    from .registry import find_checkpoint
+
+    choice = choose_device(device)
+    if checkpoint is None and model is None:
+        order = _AUTO_ORDER["cuda" if choice.device.startswith("cuda") else "cpu"]
+        found = [(m, find_checkpoint(m)) for m in order]
+        found = [(m, p) for m, p in found if p is not None]
+        if not found:
+            if engine == "sam":
+                raise SamEngineError(
+                    "no SAM checkpoint is installed; run `sam-inspect models download vit_b` "
+                    "or pass --checkpoint PATH"
+                )
+            return _classic(cache, note="no SAM checkpoint installed: using the default engine")
+        model, checkpoint = found[0]
+    elif engine == "auto" and checkpoint is None and find_checkpoint(model) is None:
+        return _classic(
+            cache, note=f"SAM model {model} is not installed: using the default engine"
+        )
+    return _sam(model or "vit_b", checkpoint, choice, cache)
+
+
+def _sam(model: str, checkpoint, choice, cache) -> Engine:
+    from .checkpoint import load_sam
+    from .sam_backend import SamEngine
+
+    sam, path, sha = _load(load_sam, model, checkpoint)
+    return SamEngine(sam, model, device=choice, cache=cache, checkpoint=str(path),
+                     checkpoint_sha256=sha)
+
+
+def _load(load_sam, model, checkpoint):
+    from .registry import find_checkpoint, load_manifest
+
+    path = Path(checkpoint) if checkpoint is not None else find_checkpoint(model)
+    sam = load_sam(model, path)
+    spec = load_manifest().get(model)
+    return sam, path, spec.sha256 if spec is not None else None
+
+
+def _classic(cache, note: str = "") -> Engine:
+    from .classic import ClassicEngine
+
+    eng = ClassicEngine(cache=cache)
+    if note:
+        from dataclasses import replace
+
+        eng.info = replace(eng.info, note=note)
+        log.info("%s", note)
+    return eng

@@ -1,0 +1,67 @@
+"""The fast decoder gives SamPredictor's logits for the same random model and prompt."""
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+from sam_engine.fast_decoder import FastMaskDecoder
+from tests.sam_factory import tiny_sam
+
+
+@pytest.fixture(scope="module")
+def setup():
+    sam = tiny_sam(seed=1)
+    pred = SamPredictor(sam)
+    rng = np.random.default_rng(0)
+    pred.set_image((rng.random((300, 480, 3)) * 255).astype(np.uint8))
+    return sam, pred
+
+
+PROMPTS = [
+    dict(points=[[100, 80]], labels=[1]),
+    dict(points=[[100, 80], [300, 200], [20, 290]], labels=[1, 0, 1]),
+    dict(box=[[50, 40, 200, 180]]),
+    dict(box=[[50, 40, 200, 180]], points=[[120, 100]], labels=[0]),
+    dict(box=[[50, 40, 200, 180], [0, 0, 480, 300], [300, 100, 310, 110]]),
+]
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_parity_with_sam_predictor(setup, prompt, multimask, with_mask, chunk):
+    sam, pred = setup
+    box = prompt.get("box")
+    b = 1 if box is None else len(box)
+    pts = lab = None
+    if "points" in prompt:
+        pts = torch.as_tensor(pred.transform.apply_coords(np.array(prompt["points"], float),
+                                                          pred.original_size)).float()
+        pts = pts[None].expand(b, -1, -1)
+        lab = torch.as_tensor(prompt["labels"])[None].expand(b, -1)
+    boxes = None if box is None else pred.transform.apply_boxes_torch(
+        torch.tensor(box, dtype=torch.float), pred.original_size)
+    mask = torch.randn(b, 1, 256, 256, generator=torch.Generator().manual_seed(3)) * 4 \
+        if with_mask else None
+
+    ref_masks, ref_iou, ref_low = pred.predict_torch(pts, lab, boxes, mask_input=mask,
+                                                     multimask_output=multimask)
+    fd = FastMaskDecoder(sam.prompt_encoder, sam.mask_decoder, chunk=chunk)
+    terms = fd.image_terms(pred.features)
+    with torch.no_grad():
+        sparse, _ = sam.prompt_encoder(points=None if pts is None else (pts, lab), boxes=boxes,
+                                       masks=None)
+        low, iou = fd(terms, sparse, mask, multimask)
+    assert low.shape == ref_low.shape and iou.shape == ref_iou.shape
+    scale = ref_low.abs().max().item()
+    assert torch.allclose(low, ref_low, atol=1e-5 * max(scale, 1.0)), (low - ref_low).abs().max()
+    assert torch.allclose(iou, ref_iou, atol=1e-5)
+
+
+def test_rejects_unknown_decoder_layout():
+    sam = tiny_sam(seed=0)
+    sam.mask_decoder.output_upscaling[2] = torch.nn.ReLU()
+    with pytest.raises(ValueError, match="output_upscaling"):
+        FastMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
