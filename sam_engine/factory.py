@@ -65,12 +65,17 @@ def _sam(model: str, checkpoint, choice, cache) -> Engine:
 
 
 def _load(load_sam, model, checkpoint):
+    from .checkpoint import cached_sha256
     from .registry import find_checkpoint, load_manifest
 
     path = Path(checkpoint) if checkpoint is not None else find_checkpoint(model)
     sam = load_sam(model, path)
     spec = load_manifest().get(model)
-    return sam, path, spec.sha256 if spec is not None else None
+    # Only a hash we computed, or the manifest's for the official file name (size-checked).
+    sha = cached_sha256(path)
+    if sha is None and spec is not None and path is not None and path.name == spec.filename:
+        sha = spec.sha256
+    return sam, path, sha
 
 
 def _classic(cache, note: str = "") -> Engine:

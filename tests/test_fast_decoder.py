@@ -27,11 +27,22 @@ PROMPTS = [
 ]
 
 
-@pytest.mark.parametrize("prompt", PROMPTS)
-@pytest.mark.parametrize("multimask", [True, False])
-@pytest.mark.parametrize("with_mask", [False, True])
-@pytest.mark.parametrize("chunk", [None, 1])
-def test_parity_with_sam_predictor(setup, prompt, multimask, with_mask, chunk):
+CASES = [(p, mm, wm, None) for p in PROMPTS for mm in (True, False) for wm in (False, True)]
+CASES += [(PROMPTS[-1], mm, wm, 1) for mm in (True, False) for wm in (False, True)]  # chunked
+
+
+@pytest.fixture(scope="module")
+def decoders(setup):
+    sam, pred = setup
+    out = {}
+    for chunk in (None, 1):
+        fd = FastMaskDecoder(sam.prompt_encoder, sam.mask_decoder, chunk=chunk)
+        out[chunk] = (fd, fd.image_terms(pred.features))
+    return out
+
+
+@pytest.mark.parametrize("prompt, multimask, with_mask, chunk", CASES)
+def test_parity_with_sam_predictor(setup, decoders, prompt, multimask, with_mask, chunk):
     sam, pred = setup
     box = prompt.get("box")
     b = 1 if box is None else len(box)
@@ -48,8 +59,7 @@ def test_parity_with_sam_predictor(setup, prompt, multimask, with_mask, chunk):
 
     ref_masks, ref_iou, ref_low = pred.predict_torch(pts, lab, boxes, mask_input=mask,
                                                      multimask_output=multimask)
-    fd = FastMaskDecoder(sam.prompt_encoder, sam.mask_decoder, chunk=chunk)
-    terms = fd.image_terms(pred.features)
+    fd, terms = decoders[chunk]
     with torch.no_grad():
         sparse, _ = sam.prompt_encoder(points=None if pts is None else (pts, lab), boxes=boxes,
                                        masks=None)
