@@ -11,6 +11,7 @@ from .errors import SamEngineError
 log = logging.getLogger(__name__)
 
 ENGINE_NAMES = ("auto", "sam", "classic")
+DISK_CACHE_BYTES = 4 << 30  # about 1000 embeddings of 4 MiB
 # Preferred SAM models, best first, for "auto" on each kind of device.
 _AUTO_ORDER = {"cuda": ("vit_h", "vit_l", "vit_b", "vit_t"), "cpu": ("vit_b", "vit_t", "vit_l")}
 
@@ -21,12 +22,15 @@ def load_engine(
     checkpoint: str | Path | None = None,
     device: str | None = None,
     cache=None,
+    precision: str = "auto",
+    disk_cache: bool = True,
 ) -> Engine:
     """Build the engine named `engine`.
 
     auto: SAM with `model` (or the best installed checkpoint for the device) when one is found,
     otherwise the classical default engine, with a note saying so. sam: SAM or a clear error.
-    classic: the default engine, which needs no weights.
+    classic: the default engine, which needs no weights. SAM embeddings are cached in memory
+    and, with disk_cache, in default_cache_dir() ($SAM_INSPECT_CACHE) unless `cache` is given.
     """
     if engine not in ENGINE_NAMES:
         raise SamEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}")
@@ -35,7 +39,7 @@ def load_engine(
     from .device import choose_device
     from .registry import find_checkpoint
 
-    choice = choose_device(device)
+    choice = choose_device(device, precision)
     if checkpoint is None and model is None:
         order = _AUTO_ORDER["cuda" if choice.device.startswith("cuda") else "cpu"]
         found = [(m, find_checkpoint(m)) for m in order]
@@ -52,13 +56,17 @@ def load_engine(
         return _classic(
             cache, note=f"SAM model {model} is not installed: using the default engine"
         )
-    return _sam(model or "vit_b", checkpoint, choice, cache)
+    return _sam(model or "vit_b", checkpoint, choice, cache, disk_cache)
 
 
-def _sam(model: str, checkpoint, choice, cache) -> Engine:
+def _sam(model: str, checkpoint, choice, cache, disk_cache: bool) -> Engine:
     from .checkpoint import load_sam
+    from .embedding_cache import EmbeddingCache, default_cache_dir
     from .sam_backend import SamEngine
 
+    if cache is None:
+        cache = EmbeddingCache(disk_dir=default_cache_dir() if disk_cache else None,
+                               max_disk_bytes=DISK_CACHE_BYTES)
     sam, path, sha = _load(load_sam, model, checkpoint)
     return SamEngine(sam, model, device=choice, cache=cache, checkpoint=str(path),
                      checkpoint_sha256=sha)

@@ -6,6 +6,7 @@ predict runs only the prompt decoder (see fast_decoder) and upsamples only the m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ class SamEngine:
         self.model = sam.eval().to(self.device)
         _check_preprocessing(self.model)
         self.model_id = model_id
+        self.weights_id = weights_fingerprint(self.model)
         self.cache = cache if cache is not None else EmbeddingCache()
         self.transform = ResizeLongestSide(IMG_SIZE)
         self.decoder = FastMaskDecoder(
@@ -103,7 +105,7 @@ class SamEngine:
     def set_image(self, image: np.ndarray) -> ImageHandle:
         rgb = to_rgb8(image)
         original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-        key = cache_key(image_digest(rgb), self.model_id)
+        key = cache_key(image_digest(rgb), self.model_id, self.weights_id)
         cached = self.cache.get(key)
         if cached is not None and "embedding" in cached:
             embedding = torch.from_numpy(cached["embedding"]).to(self.device)
@@ -167,6 +169,16 @@ class SamEngine:
             image_size=handle.original_size,
             upsample=lambda b, c: feats.upsampler(low_cpu[b, c][None])[0],
         )
+
+
+def weights_fingerprint(sam: Sam) -> str:
+    """A short hash of the encoder's first and last weights: two checkpoints of one architecture
+    (say an official and a fine-tuned vit_b) never share cached embeddings."""
+    h = hashlib.blake2b(digest_size=8)
+    params = list(sam.image_encoder.parameters())
+    for t in (params[0], params[-1]):
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _check_preprocessing(sam: Sam) -> None:

@@ -145,3 +145,11 @@ def test_info_reports_engine_device_and_precision(engine):
     assert engine.info.name == "sam" and engine.info.device == "cpu"
     assert engine.info.dtype == "float32"
     assert "sam:tiny on cpu/float32" in engine.info.describe()
+
+
+def test_cache_key_depends_on_weights(image):
+    """Two checkpoints of one architecture (official and fine-tuned) never share embeddings."""
+    cache = EmbeddingCache()
+    a = SamEngine(tiny_sam(seed=2), "tiny", device="cpu", cache=cache).set_image(image)
+    b = SamEngine(tiny_sam(seed=3), "tiny", device="cpu", cache=cache).set_image(image)
+    assert a.key != b.key and not b.from_cache

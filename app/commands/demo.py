@@ -71,21 +71,27 @@ def run(args: argparse.Namespace) -> int:
                          int(mask.sum()), f"{float(result.scores[i].max()):.3f}", f"{iou:.3f}"])
         atomic_write.write_png(out / f"{path.stem}_mask.png", label_map(masks, rgb.shape[:2]))
         atomic_write.write_png(out / f"{path.stem}_overlay.png", draw_overlay(rgb, masks, boxes))
-        mean = np.nanmean([r for r in ious[-len(masks):]]) if masks else float("nan")
-        print(f"  {path.name}: {len(masks)} defects, {ms:.0f} ms, mean IoU vs truth {mean:.3f}")
+        print(f"  {path.name}: {len(masks)} defects, {ms:.0f} ms, "
+              f"mean IoU vs truth {_mean(ious[len(ious) - len(masks):])}")
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["image", "defect", "kind", "x0", "y0", "x1", "y1", "area_px", "score", "iou_gt"])
     w.writerows(rows)
     atomic_write.write_text(out / "findings.csv", buf.getvalue())
+    known = [v for v in ious if not np.isnan(v)]
     summary = {"engine": engine.info.describe(), "images": len(images) - failed,
                "failed": failed, "defects": len(rows),
-               "mean_iou_gt": float(np.nanmean(ious)) if ious else None}
+               "mean_iou_gt": float(np.mean(known)) if known else None}
     atomic_write.write_text(out / "summary.json", json.dumps(summary, indent=2))
-    print(f"{len(rows)} defects in {len(images) - failed} images, mean IoU vs ground truth "
-          f"{summary['mean_iou_gt']:.3f}")
+    print(f"{len(rows)} defects in {len(images) - failed} images ({failed} failed), "
+          f"mean IoU vs ground truth {_mean(ious)}")
     print(f"results: {out.resolve()} (masks, overlays, findings.csv, summary.json)")
     return 1 if failed else 0
+
+
+def _mean(values: list[float]) -> str:
+    known = [v for v in values if not np.isnan(v)]
+    return f"{np.mean(known):.3f}" if known else "n/a (no ground truth)"
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

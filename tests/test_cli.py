@@ -1,0 +1,77 @@
+"""The sam-inspect console script: demo and segment, exit codes and messages."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from app.cli import main
+from sam_engine import registry
+
+
+@pytest.fixture(autouse=True)
+def no_installed_models(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "model_dirs", lambda: [tmp_path / "none"])
+
+
+def test_demo_writes_results_and_says_where(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no SAM checkpoint installed" in text
+    assert f"results: {out.resolve()}" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 6 and summary["failed"] == 0
+    assert summary["mean_iou_gt"] > 0.6  # the default engine segments the samples well
+    rows = (out / "findings.csv").read_text().splitlines()
+    assert rows[0].startswith("image,defect,kind") and len(rows) == 1 + summary["defects"]
+    mask = cv2.imread(str(out / "part_01_metal_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask is not None and mask.max() >= 1
+
+
+def test_demo_skips_a_corrupt_sample_and_reports_it(tmp_path, capsys):
+    src = tmp_path / "samples"
+    src.mkdir()
+    img = np.full((60, 80, 3), 120, np.uint8)
+    img[20:30, 30:50] = 20
+    cv2.imwrite(str(src / "good.png"), img)
+    (src / "good.json").write_text(json.dumps({"defects": [{"box": [28, 18, 52, 32]}]}))
+    (src / "bad.png").write_bytes(b"\x89PNG broken")
+    (src / "bad.json").write_text("[]")
+    assert main(["demo", "--samples", str(src), "--out", str(tmp_path / "o")]) == 1
+    text = capsys.readouterr().out
+    assert "bad.png: skipped" in text and "good.png: 1 defects" in text
+
+
+def test_segment_writes_mask_overlay_and_json(tmp_path, capsys):
+    img = np.full((80, 100, 3), 200, np.uint8)
+    img[30:50, 40:70] = 40
+    path = tmp_path / "part.png"
+    cv2.imwrite(str(path), img)
+    assert main(["segment", str(path), "--box", "36,26,74,54", "--out", str(tmp_path)]) == 0
+    mask = cv2.imread(str(tmp_path / "part_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (80, 100)
+    inter = ((mask > 0) & (img[..., 0] == 40)).sum()
+    assert inter / max(((mask > 0) | (img[..., 0] == 40)).sum(), 1) > 0.8
+    info = json.loads((tmp_path / "part_result.json").read_text())
+    assert info["engine"].startswith("classic") and len(info["areas_px"]) == 1
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [(["--box", "50,10,20,30"], "empty or inverted"),
+     (["--box", "1,2,3"], "expected 4 comma-separated numbers"),
+     (["--point", "500,5"], "outside the 100x80 image")],
+)
+def test_segment_bad_prompt_is_one_clear_line(tmp_path, capsys, args, words):
+    path = tmp_path / "part.png"
+    cv2.imwrite(str(path), np.zeros((80, 100, 3), np.uint8))
+    assert main(["segment", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sam-inspect: error:") and words in err and "Traceback" not in err
+
+
+def test_segment_missing_image_names_it(tmp_path, capsys):
+    assert main(["segment", str(tmp_path / "nope.png"), "--box", "0,0,5,5"]) == 2
+    assert "nope.png" in capsys.readouterr().err
