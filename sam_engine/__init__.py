@@ -16,6 +16,7 @@ from .errors import (
     PromptError,
     SamEngineError,
 )
+from .factory import load_engine
 from .prompts import Prompts, validate_prompts
 from .results import EngineInfo, ImageHandle, Masks
 
@@ -30,5 +31,6 @@ __all__ = [
     "PromptError",
     "Prompts",
     "SamEngineError",
+    "load_engine",
     "validate_prompts",
 ]
