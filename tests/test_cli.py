@@ -26,6 +26,14 @@ def test_demo_writes_results_and_says_where(tmp_path, capsys):
     assert summary["mean_iou_gt"] > 0.6  # the default engine segments the samples well
     rows = (out / "findings.csv").read_text().splitlines()
     assert rows[0].startswith("image,defect,kind") and len(rows) == 1 + summary["defects"]
+    assert set(summary["verdicts"].values()) <= {"PASS", "FAIL"} and len(summary["verdicts"]) == 6
+    assert "verdicts:" in text
+    # every inspection is in the database, once, also after a second run
+    assert main(["demo", "--out", str(out)]) == 0
+    from app.store import InspectionStore
+
+    with InspectionStore(out / "inspections.db") as store:
+        assert store.count_inspections() == 6
     mask = cv2.imread(str(out / "part_01_metal_mask.png"), cv2.IMREAD_UNCHANGED)
     assert mask is not None and mask.max() >= 1
 
