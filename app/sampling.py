@@ -6,10 +6,17 @@ gives, per code letter and AQL, the sample size and the acceptance/rejection num
 to the first plan below (larger sample) or above (smaller sample). When the sample size reaches
 the lot size, every part is inspected (the standard's rule).
 
-Table II-A is stored as it is printed: along each diagonal (code letter index + AQL column index)
-the entry is the same, 0/1 on the diagonal of (A, 6.5), (B, 4.0), ... (Q, 0.010); then an up
-arrow, a down arrow, 1/2, 2/3, 3/4, 5/6, 7/8, 10/11, 14/15, 21/22 and up arrows beyond. 30/31 and
-44/45 exist only in the columns above AQL 10 (nonconformities per hundred units).
+Both tables are stored cell by cell and were checked cell by cell against two independent public
+transcriptions, which agree on every cell of both tables (for Table II-A they give the plan
+reached after the arrows; the arrows below are the ones that lead to those plans):
+- the R package AQLSchemes (J. Lawson), as in github.com/fjgonzalezmgt/AQLSchemesCust,
+  R/AAZ14Single.R: Table I and Table II-A (sample size, Ac and Re after the arrows);
+- GB/T 2828.1-2012 (identical to ISO 2859-1:1999), as in github.com/nihantao-crosis/
+  quality-platform, src/core/__tests__/fixtures/gbt2828-1-2012-table1-levels.tsv,
+  gbt2828-1-2012-tables-2abc-full16.tsv and gbt2828-1-2012-tables-2abc-aql15-1000.tsv.
+Table II-A is not a plain diagonal pattern: plans with Ac 30 and 44 exist only for code letters
+A to E (AQL 150 to 1000); from F on, every row ends at Ac 21 followed by up arrows. Row A at AQL
+10 has a down arrow (to C's 1/2), and row R has up arrows at AQL 0.010 and 0.015.
 """
 
 from __future__ import annotations
@@ -70,25 +77,53 @@ TABLE_I = (
 )
 
 UP, DOWN = "up", "down"
-# Table II-A along a diagonal, starting at diagonal index 14 (the 0/1 diagonal).
-_DIAGONAL = ((0, 1), UP, DOWN, (1, 2), (2, 3), (3, 4), (5, 6), (7, 8), (10, 11), (14, 15), (21, 22))
-_HIGH_AQL = ((30, 31), (44, 45))  # continue the diagonal in columns above AQL 10 only
-_FIRST = 14
+
+# Table II-A, one row per code letter, one column per AQL in the order of AQL_VALUES. A number is
+# the acceptance number Ac of the plan (sample size SAMPLE_SIZES[row]); its rejection number is
+# Ac + 1 (true of every plan in this table). "v" = use the first plan below the arrow (larger
+# sample), "^" = use the first plan above it (smaller sample). AQL values above 10 apply to
+# nonconformities per hundred units only.
+#     AQL (staggered labels, each right-aligned over its column):
+#       0.010 0.025 0.065  0.15  0.40   1.0   2.5   6.5    15    40   100   250   650
+#          0.015 0.040  0.10  0.25  0.65   1.5   4.0    10    25    65   150   400  1000
+_TABLE_II_A_ROWS = {
+    "A": "  v  v  v  v  v  v  v  v  v  v  v  v  v  v  0  v  v  1  2  3  5  7 10 14 21 30",  # n=2
+    "B": "  v  v  v  v  v  v  v  v  v  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21 30 44",  # n=3
+    "C": "  v  v  v  v  v  v  v  v  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21 30 44  ^",  # n=5
+    "D": "  v  v  v  v  v  v  v  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21 30 44  ^  ^",  # n=8
+    "E": "  v  v  v  v  v  v  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21 30 44  ^  ^  ^",  # n=13
+    "F": "  v  v  v  v  v  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^",  # n=20
+    "G": "  v  v  v  v  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^",  # n=32
+    "H": "  v  v  v  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^  ^",  # n=50
+    "J": "  v  v  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^  ^  ^",  # n=80
+    "K": "  v  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^",  # n=125
+    "L": "  v  v  v  v  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^",  # n=200
+    "M": "  v  v  v  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^",  # n=315
+    "N": "  v  v  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^",  # n=500
+    "P": "  v  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^",  # n=800
+    "Q": "  0  ^  v  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^",  # n=1250
+    "R": "  ^  ^  1  2  3  5  7 10 14 21  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^  ^",  # n=2000
+}
+_ARROWS = {"v": DOWN, "^": UP}
+
+
+def _parse_row(row: str) -> tuple[tuple[int, int] | str, ...]:
+    cells = tuple(_ARROWS.get(tok) or (int(tok), int(tok) + 1) for tok in row.split())
+    if len(cells) != len(AQL_VALUES):
+        raise AssertionError(f"Table II-A row has {len(cells)} cells, expected {len(AQL_VALUES)}")
+    return cells
+
+
+TABLE_II_A: dict[str, tuple[tuple[int, int] | str, ...]] = {
+    letter: _parse_row(row) for letter, row in _TABLE_II_A_ROWS.items()
+}
 
 
 def table_entry(letter: str, aql: float) -> tuple[int, int] | str:
     """Table II-A cell: (Ac, Re), UP or DOWN."""
-    r = CODE_LETTERS.index(letter)
-    c = aql_column(aql)
-    k = r + c - _FIRST
-    if k < 0:
-        return DOWN
-    if k < len(_DIAGONAL):
-        return _DIAGONAL[k]
-    k -= len(_DIAGONAL)
-    if AQL_VALUES[c] > 10 and k < len(_HIGH_AQL):
-        return _HIGH_AQL[k]
-    return UP
+    if letter not in TABLE_II_A:
+        raise ValueError(f"code letter must be one of {CODE_LETTERS}; got {letter!r}")
+    return TABLE_II_A[letter][aql_column(aql)]
 
 
 def aql_column(aql: float) -> int:
@@ -134,8 +169,9 @@ def sampling_plan(lot_size: int, level: str, aql: float) -> SamplingPlan:
     r = CODE_LETTERS.index(first)
     entry = table_entry(first, aql)
     while isinstance(entry, str):
-        # R (the last row) has no plan below: its only down arrow (AQL 0.015) is read as up
-        r += 1 if entry == DOWN and r < len(CODE_LETTERS) - 1 else -1
+        r += 1 if entry == DOWN else -1
+        if not 0 <= r < len(CODE_LETTERS):  # cannot happen with the table as printed
+            raise AssertionError(f"Table II-A arrow leaves the table at {first}, AQL {aql:g}")
         entry = table_entry(CODE_LETTERS[r], aql)
     n = SAMPLE_SIZES[r]
     ac, re_ = entry

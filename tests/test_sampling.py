@@ -104,6 +104,74 @@ def test_sampling_plans(lot, level, aql, n, ac, re):
     assert not plan.full_inspection
 
 
+# Cells checked against two independent public transcriptions that agree on every cell of
+# Table II-A: the R package AQLSchemes (github.com/fjgonzalezmgt/AQLSchemesCust, R/AAZ14Single.R)
+# and GB/T 2828.1-2012 = ISO 2859-1:1999 (github.com/nihantao-crosis/quality-platform,
+# src/core/__tests__/fixtures/gbt2828-1-2012-tables-2abc-full16.tsv and -aql15-1000.tsv).
+@pytest.mark.parametrize(
+    ("letter", "aql", "entry"),
+    [
+        ("A", 10, DOWN),  # top row: no plan above; leads to C's 1/2
+        ("A", 15, DOWN),
+        ("A", 25, (1, 2)),
+        ("A", 650, (21, 22)),
+        ("B", 650, (30, 31)),
+        ("D", 400, (44, 45)),
+        ("D", 650, UP),
+        ("E", 150, (30, 31)),
+        ("E", 250, (44, 45)),
+        ("E", 400, UP),
+        ("F", 65, (21, 22)),
+        ("F", 100, UP),  # 30/31 and 44/45 exist only in rows A..E
+        ("F", 150, UP),
+        ("G", 65, UP),
+        ("J", 15, (21, 22)),
+        ("J", 25, UP),
+        ("K", 15, UP),
+        ("L", 15, UP),
+        ("Q", 0.015, UP),
+        ("Q", 0.025, DOWN),
+        ("R", 0.010, UP),
+        ("R", 0.015, UP),  # bottom row: no plan below; leads to P's 0/1
+        ("R", 0.025, (1, 2)),
+    ],
+)
+def test_table_ii_a_verified_cells(letter, aql, entry):
+    assert table_entry(letter, aql) == entry
+
+
+@pytest.mark.parametrize(
+    ("lot", "level", "aql", "plan_letter", "n", "ac", "re", "full"),
+    [
+        (5, "II", 10, "C", 5, 1, 2, True),  # A: down arrows through B to C; n=5 >= lot
+        (8, "S-1", 15, "B", 3, 1, 2, False),  # A: down arrow to B
+        (1000, "II", 25, "H", 50, 21, 22, False),  # J: up arrow to H
+        (150, "II", 100, "E", 13, 21, 22, False),  # F: up arrow to E
+        (150, "II", 150, "E", 13, 30, 31, False),
+        (10**6, "II", 1000, "B", 3, 44, 45, False),  # Q: up arrows all the way to B
+        (10**6, "III", 0.015, "P", 800, 0, 1, False),  # R: up arrows to P
+        (10**6, "II", 0.025, "R", 2000, 1, 2, False),  # Q: down arrow to R
+    ],
+)
+def test_verified_plans_after_arrows(lot, level, aql, plan_letter, n, ac, re, full):
+    plan = sampling_plan(lot, level, aql)
+    assert plan.plan_letter == plan_letter
+    assert (plan.sample_size, plan.accept, plan.reject) == (min(n, lot), ac, re)
+    assert plan.full_inspection is full
+
+
+def test_table_ii_a_structure():
+    for r, letter in enumerate(CODE_LETTERS):
+        row = [table_entry(letter, aql) for aql in AQL_VALUES]
+        if r == 0:
+            assert UP not in row
+        if r == len(CODE_LETTERS) - 1:
+            assert DOWN not in row
+        plans = [cell for cell in row if not isinstance(cell, str)]
+        assert plans == sorted(plans) and all(re == ac + 1 for ac, re in plans)
+        assert max(plans)[0] == (44 if 1 <= r <= 4 else 30 if r == 0 else 21)
+
+
 def test_every_cell_resolves_to_a_plan():
     for letter in CODE_LETTERS:
         for aql in AQL_VALUES:
