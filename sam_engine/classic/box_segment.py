@@ -2,14 +2,15 @@
 
 The pixels just outside the box give the background statistics (median, robust spread); the
 object is what inside the box differs from them, of either polarity. Candidates come from
-thresholds of that normalised difference, from a thin-structure (top-hat) response and, on colour
+thresholds of that normalised difference (a fixed noise level, params.LEVELS of the
+object's contrast, Otsu), from a thin-structure (top-hat) response and, on colour
 images, from the distance to the background's colour. Each is scored by how well its bounding box
 fills the prompt box (squared box IoU) times the variance of the window it explains (two-region
 R^2; for thin candidates the geometric mean of that on the grey values and on the top-hat
 response). The first candidate is the score-weighted vote of all of them.
 
-Constants are in units of the background noise (2 and 4 sigma, hysteresis) or relative to the box
-(smoothing, margin, thin width), and few; see the evaluation notes for how they were chosen.
+The few constants live in params.py (noise units, levels relative to the object's contrast,
+sizes relative to the box or the processing window); README.md says how they were chosen.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .candidates import (
     explained_variance,
     keep_largest,
 )
+from .params import BOX_MARGIN, FIT_EXP, LEVELS, NOISE_Z, SIGMA, THIN_Z
 from .thin import tophat
 from .window import MAX_SIDE, Window, make_window
 
@@ -48,9 +50,10 @@ def chroma_distance(rgb: np.ndarray, bg: np.ndarray, sigma: float) -> np.ndarray
 
 
 def box_window(rgb: np.ndarray, gray: np.ndarray, box: np.ndarray) -> Window:
-    """The box plus a margin of 10% of its half-perimeter (at least 4 px) for background."""
+    """The box plus a margin of BOX_MARGIN times its half-perimeter (at least 4 px): the
+    background sample."""
     bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
-    m = max(4.0, 0.1 * (bw + bh))
+    m = max(4.0, BOX_MARGIN * (bw + bh))
     return make_window(rgb, gray, box[0] - m, box[1] - m, box[2] + m, box[3] + m)
 
 
@@ -61,8 +64,7 @@ def box_candidates(win: Window, box: np.ndarray) -> list[Candidate]:
     bw, bh = bx1 - bx0, by1 - by0
     inbox = np.zeros((h, w), dtype=bool)
     inbox[by0:by1, bx0:bx1] = True
-    sigma = float(np.clip(min(bw, bh) / 48.0, 0.7, 2.5))
-    g = cv2.GaussianBlur(win.gray, (0, 0), sigma)
+    g = cv2.GaussianBlur(win.gray, (0, 0), SIGMA)
     bg = g[~inbox]
     if bg.size < 0.2 * inbox.sum():  # box at the image edge: add its own border band
         border = inbox.copy()
@@ -72,7 +74,7 @@ def box_candidates(win: Window, box: np.ndarray) -> list[Candidate]:
     open_r = 1 if min(bw, bh) >= 8 else 0
 
     def score(mask: np.ndarray, feat: np.ndarray = g) -> float:
-        return bbox_fit(mask, lb) ** 2 * explained_variance(mask, feat)
+        return bbox_fit(mask, lb) ** FIT_EXP * explained_variance(mask, feat)
 
     def thresholds(z: np.ndarray, how: str, feat: np.ndarray = g) -> list[Candidate]:
         """Candidates where z (object-ness in background noise units) exceeds: a fixed noise
@@ -80,7 +82,7 @@ def box_candidates(win: Window, box: np.ndarray) -> list[Candidate]:
         box's 90th percentile), and Otsu's split of the box."""
         zin = z[inbox]
         core = float(np.percentile(zin, 90))
-        ts = [2.0] + [f * core for f in (0.25, 0.5) if f * core > 1.0]
+        ts = [NOISE_Z] + [f * core for f in LEVELS if f * core > 1.0]
         if np.ptp(zin) > 0 and threshold_otsu(zin) > 0.0:
             ts.append(float(threshold_otsu(zin)))
         out = []
@@ -95,13 +97,13 @@ def box_candidates(win: Window, box: np.ndarray) -> list[Candidate]:
         # Thin = at most half the box's short side and at most 5% of the processing window's
         # side (16 px of 320); the cap also bounds the top-hat's cost.
         width = int(np.clip(round(0.5 * min(bw, bh)), 3, MAX_SIDE // 20))
-        th = tophat(g if sigma < 1.2 else win.gray, pol, width)
+        th = tophat(g, pol, width)
         tmed, tnoise = robust_stats(th[~inbox] if (~inbox).sum() > 50 else th)
         zt = (th - tmed) / tnoise
-        m = apply_hysteresis_threshold(zt, 2.0, 4.0) & inbox
+        m = apply_hysteresis_threshold(zt, *THIN_Z) & inbox
         m = keep_largest(clean(m, 0, 1), 0.2)
         cands.append(Candidate(m, float(np.sqrt(score(m) * score(m, th))), f"thin{pol:+d}"))
-    chroma = chroma_distance(win.rgb, ~inbox, sigma)
+    chroma = chroma_distance(win.rgb, ~inbox, SIGMA)
     if chroma is not None:  # colour images: a defect may differ in hue more than in brightness
         cmed, cnoise = robust_stats(chroma[~inbox] if (~inbox).any() else chroma)
         cands += thresholds((chroma - cmed) / cnoise, "chroma", chroma)

@@ -3,12 +3,15 @@
 Box prompts: background statistics from just outside the box, polarity-aware thresholds, a
 thin-structure (top-hat) response and a colour distance give candidates scored by box fit and
 explained variance, led by their weighted vote (see box_segment). Point prompts: region growing
-from each positive click at an adaptive scale (point_segment). Negative points cut the part they
+from each positive click at doubling window sizes, plus line-following candidates when the click
+sits on a scratch or crack (point_segment). Negative points cut the part they
 sit on by a marker watershed. Positive points given with a box re-rank the box's candidates
 towards those that cover them. mask_input is IGNORED: every predict recomputes from the points
 and boxes, which already carry the user's refinements.
 
 Everything runs on a window around the prompt (at most 320 px a side), never the whole image.
+set_image takes any layout sam_engine.image_io.to_rgb8 converts (grey, RGBA, 16-bit, float).
+Constants: params.py; how they were chosen: README.md.
 Scores are quality measures in [0, 1] that rank candidates; they are not calibrated IoUs.
 low_res_logits are the masks' coverage in SAM's 256x256 frame mapped to [-10, 10].
 """
@@ -21,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..constants import LOW_RES_SIZE
-from ..errors import ImageError
+from ..image_io import to_rgb8
 from ..prompts import Prompts, validate_prompts
 from ..results import EngineInfo, ImageHandle, Masks
 from .box_segment import box_candidates, box_window
@@ -42,11 +45,8 @@ class ClassicEngine:
                                dtype="float32", note="default engine: no SAM checkpoint needed")
 
     def set_image(self, image: np.ndarray) -> ImageHandle:
-        rgb = np.asarray(image)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ImageError(f"expected an RGB uint8 (H, W, 3) image; got {rgb.dtype} "
-                             f"{rgb.shape}: convert it with sam_engine.image_io.to_rgb8")
-        rgb = np.ascontiguousarray(rgb)
+        """Accept any layout `to_rgb8` converts (grey, RGBA, 16-bit, float); ImageError else."""
+        rgb = to_rgb8(image)
         digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
         digest.update(repr(rgb.shape).encode())
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

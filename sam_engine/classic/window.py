@@ -25,7 +25,7 @@ class Window:
     y1: int
     scale: float
     gray: np.ndarray  # float32 (h, w) luminance 0..255 at processing scale
-    rgb: np.ndarray  # float32 (h, w, 3) at processing scale
+    rgb: np.ndarray | None  # float32 (h, w, 3) at processing scale; None if not asked for
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -58,9 +58,10 @@ class Window:
         return out
 
 
-def make_window(rgb: np.ndarray, gray: np.ndarray, x0: float, y0: float, x1: float,
+def make_window(rgb: np.ndarray | None, gray: np.ndarray, x0: float, y0: float, x1: float,
                 y1: float) -> Window:
-    """The window covering image xyxy (x0, y0, x1, y1), clipped to the image."""
+    """The window covering image xyxy (x0, y0, x1, y1), clipped to the image (rgb None: a
+    grey-only window, which saves the colour resize)."""
     h, w = gray.shape
     ix0, iy0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
     ix1, iy1 = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
@@ -68,10 +69,11 @@ def make_window(rgb: np.ndarray, gray: np.ndarray, x0: float, y0: float, x1: flo
     side = max(ix1 - ix0, iy1 - iy0)
     scale = min(1.0, MAX_SIDE / side)
     g = gray[iy0:iy1, ix0:ix1]
-    c = rgb[iy0:iy1, ix0:ix1]
+    c = None if rgb is None else rgb[iy0:iy1, ix0:ix1]
     if scale < 1.0:
         size = (max(1, round((ix1 - ix0) * scale)), max(1, round((iy1 - iy0) * scale)))
         g = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
-        c = cv2.resize(c, size, interpolation=cv2.INTER_AREA)
+        c = None if c is None else cv2.resize(c, size, interpolation=cv2.INTER_AREA)
         scale = size[0] / (ix1 - ix0)
-    return Window(ix0, iy0, ix1, iy1, scale, g.astype(np.float32), c.astype(np.float32))
+    return Window(ix0, iy0, ix1, iy1, scale, g.astype(np.float32),
+                  None if c is None else c.astype(np.float32))
