@@ -1,0 +1,470 @@
+"""Export SAM to ONNX (Meta-compatible decoder, our fast decoders, encoder), verify, manifest.
+
+Every exported graph is checked against the PyTorch SamEngine on random prompts before the export
+counts as done (see verify_*); results go into manifest.json beside the models.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from segment_anything.modeling import Sam
+
+from . import transforms_np
+from .constants import (
+    IMG_SIZE,
+    LOW_RES_SIZE,
+    MASK_THRESHOLD,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    PREPROCESS_VERSION,
+)
+from .errors import SamEngineError
+from .onnx_graphs import EncoderGraph, FastDecoderGraph, ImageTermsGraph, meta_decoder
+from .onnx_manifest import (
+    OnnxFile,
+    OnnxManifest,
+    Preprocessing,
+    TensorSpec,
+    VerifyResult,
+)
+from .onnx_runtime import prompt_arrays, run_fast_decoder
+from .prompts import Prompts
+from .sam_backend import SamEngine
+from .upsample_np import NumpyMaskUpsampler
+
+log = logging.getLogger(__name__)
+
+EXPORTER_VERSION = "1"
+DEFAULT_OPSET = 17
+# fp32 graphs compute what PyTorch computes up to float rounding: masks must agree (issue 7).
+FP32_MIN_IOU = 0.99
+# Dynamic int8 rounds every weight matmul to 8 bits (per-tensor scale). Its check is on the MEAN
+# mask IoU over all cases and candidates, >= 0.70: it catches a broken quantization (wrong ops,
+# garbage output: IoU ~0.3-0.5) but not the precision loss itself, which depends on the weights.
+# With random weights (tests, this machine: no real checkpoint) logits are small and smooth, so a
+# ~0.2 logit error flips many pixels: mean IoU ~0.80 (decoder), ~0.86 (encoder). Real checkpoints
+# have sharp logits; re-run the export with one and read the manifest's figures before deploying.
+INT8_MIN_IOU = 0.70
+# ONNX protobufs cannot exceed 2 GiB; larger models keep their weights in external data files.
+EXTERNAL_DATA_BYTES = 1_900_000_000
+RESIZE_NOTE = (
+    "outside the graph: longest side to img_size with PIL-compatible antialiased bilinear "
+    "(segment_anything ResizeLongestSide.apply_image; numpy copy in sam_engine.transforms_np), "
+    "then zero-padded bottom/right to img_size x img_size uint8; the graph normalises and "
+    "zeroes the padding given input_size"
+)
+
+PROMPT_INPUTS = ("point_coords", "point_labels", "mask_input", "has_mask_input")
+FAST_OUTPUTS = ("low_res_masks", "iou_predictions")
+
+
+class ExportError(SamEngineError):
+    """An export failed or did not reproduce the PyTorch engine."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    encoder: bool = False
+    quantize: bool = False
+    opset: int = DEFAULT_OPSET
+    fixed_points: int = 2  # the TensorRT variant's prompt: one click + padding, or one box
+    verify_cases: int = 6
+    seed: int = 0
+    external_data_bytes: int = EXTERNAL_DATA_BYTES
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: OnnxManifest
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.manifest.verification)
+
+
+# ------------------------------------------------------------------ export
+def _dummy_prompts(b: int, n: int):
+    coords = torch.randint(0, IMG_SIZE, (b, n, 2), dtype=torch.float)
+    labels = torch.ones(b, n, dtype=torch.float)
+    mask = torch.randn(b, 1, LOW_RES_SIZE, LOW_RES_SIZE)
+    return coords, labels, mask, torch.ones(b, dtype=torch.float)
+
+
+def _trace(module: torch.nn.Module, args: tuple, names_in, names_out, dynamic, opset,
+           fixed_out: tuple[tuple[int, ...], ...] | None = None) -> onnx.ModelProto:
+    """The module traced to an ONNX model (weights loaded, whatever their size). fixed_out:
+    output shapes to write into the graph (fixed-shape variants; the tracer leaves some symbolic,
+    which TensorRT dislikes). Traced into a file, not memory: over 2 GB the exporter must write
+    external data, which only works with a path."""
+    with tempfile.TemporaryDirectory(prefix="sam_onnx_trace_") as tmp:
+        path = Path(tmp) / "model.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarnings and the legacy-exporter notice
+            torch.onnx.export(
+                module, args, str(path), dynamo=False, opset_version=opset,
+                do_constant_folding=True, input_names=list(names_in),
+                output_names=list(names_out), dynamic_axes=dynamic or None,
+            )
+        model = onnx.load(str(path))  # pulls in external data files, if any
+    for out, shape in zip(model.graph.output, fixed_out or (), strict=False):
+        dims = out.type.tensor_type.shape.dim
+        for d, n in zip(dims, shape, strict=True):
+            d.Clear()
+            d.dim_value = n
+    return model
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the initialisers (ModelProto.ByteSize fails past protobuf's 2 GB)."""
+    return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
+
+
+def _save(model: onnx.ModelProto, path: Path, external_data_bytes: int) -> tuple[str, ...]:
+    """Write the graph; weights go to one `<name>.data` file when the model is too large for
+    protobuf's 2 GB limit (external_data_bytes)."""
+    if _weight_bytes(model) < external_data_bytes:
+        onnx.save_model(model, str(path))
+        return ()
+    data = path.name + ".data"
+    if (path.parent / data).exists():
+        (path.parent / data).unlink()  # onnx appends to an existing data file
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data, size_threshold=1024)
+    return (data,)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_ONNX_TYPES = {1: "float32", 7: "int64", 2: "uint8", 10: "float16", 6: "int32"}
+
+
+def _specs(values) -> tuple[TensorSpec, ...]:
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        dims = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim)
+        out.append(TensorSpec(v.name, _ONNX_TYPES.get(t.elem_type, str(t.elem_type)), dims))
+    return tuple(out)
+
+
+def _describe(path: Path, role: str, quantized: bool, external: tuple[str, ...]) -> OnnxFile:
+    model = onnx.load(str(path), load_external_data=False)
+    size = path.stat().st_size + sum((path.parent / e).stat().st_size for e in external)
+    sha = sha256_file(path)
+    if external:  # one digest over the graph and its data, in order
+        h = hashlib.sha256(sha.encode())
+        for e in external:
+            h.update(sha256_file(path.parent / e).encode())
+        sha = h.hexdigest()
+    return OnnxFile(path.name, role, quantized, sha, size, _specs(model.graph.input),
+                    _specs(model.graph.output), external)
+
+
+def _quantize(src: Path, dst: Path, external: bool = False) -> tuple[str, ...]:
+    """Dynamic int8 copy of src; external: src keeps its weights in external data (then so
+    does dst, in `<dst name>.data`, though int8 weights are 4x smaller)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs every tensor at INFO/WARNING on root
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                             use_external_data_format=external,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)
+    data = dst.name + ".data"
+    return (data,) if external and (dst.parent / data).exists() else ()
+
+
+def export_graphs(sam: Sam, out_dir: Path, opts: ExportOptions) -> list[tuple[Path, str, bool,
+                                                                               tuple[str, ...]]]:
+    """Trace every graph into out_dir; returns (path, role, quantized, external files)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sam = copy.deepcopy(sam).eval().cpu().float().requires_grad_(False)
+    emb = torch.randn(1, 256, 64, 64)
+    written = []
+
+    def save(name, data, role, q=False):
+        path = out_dir / name
+        ext = _save(data, path, opts.external_data_bytes)
+        written.append((path, role, q, ext))
+        log.info("wrote %s (%s)", path, role)
+        return path
+
+    coords, labels, mask, has = _dummy_prompts(1, 2)
+    meta_in = ("image_embeddings", *PROMPT_INPUTS, "orig_im_size")
+    save("decoder_meta.onnx", _trace(
+        meta_decoder(sam), (emb, coords, labels, mask, has[:1], torch.tensor([600.0, 800.0])),
+        meta_in, ("masks", "iou_predictions", "low_res_masks"),
+        {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}, opts.opset),
+        "decoder_meta")
+
+    terms = ImageTermsGraph(sam)
+    with torch.no_grad():
+        t = terms(emb)
+    save("image_terms.onnx", _trace(terms, (emb,), ("image_embeddings",), ("src", "k1", "v1",
+                                                                          "q1"), None,
+                                    opts.opset), "image_terms")
+
+    coords, labels, mask, has = _dummy_prompts(2, 3)
+    batch = {"point_coords": {0: "batch", 1: "num_points"},
+             "point_labels": {0: "batch", 1: "num_points"}, "mask_input": {0: "batch"},
+             "has_mask_input": {0: "batch"}, "low_res_masks": {0: "batch"},
+             "iou_predictions": {0: "batch"}}
+    fast_in = ("src", "k1", "v1", "q1", *PROMPT_INPUTS)
+    fast = save("decoder_fast.onnx", _trace(
+        FastDecoderGraph(sam, fused=False), (*t, coords, labels, mask, has), fast_in,
+        FAST_OUTPUTS, batch, opts.opset), "decoder_fast")
+    nomask = save("decoder_fast_nomask.onnx", _trace(
+        FastDecoderGraph(sam, fused=False, with_mask=False), (*t, coords, labels),
+        ("src", "k1", "v1", "q1", "point_coords", "point_labels"), FAST_OUTPUTS,
+        {k: v for k, v in batch.items() if "mask" not in k or k == "low_res_masks"},
+        opts.opset), "decoder_fast_nomask")
+    save("decoder_fused.onnx", _trace(
+        FastDecoderGraph(sam, fused=True), (emb, coords, labels, mask, has),
+        ("image_embeddings", *PROMPT_INPUTS), FAST_OUTPUTS, batch, opts.opset), "decoder_fused")
+    coords, labels, mask, has = _dummy_prompts(1, opts.fixed_points)
+    save("decoder_fixed.onnx", _trace(
+        FastDecoderGraph(sam, fused=False), (*t, coords, labels, mask, has), fast_in,
+        FAST_OUTPUTS, None, opts.opset, ((1, 4, LOW_RES_SIZE, LOW_RES_SIZE), (1, 4))),
+        "decoder_fixed")
+    if opts.quantize:
+        for src, role in ((fast, "decoder_fast"), (nomask, "decoder_fast_nomask")):
+            dst = src.with_suffix(".int8.onnx")
+            written.append((dst, role, True, _quantize(src, dst)))
+
+    if opts.encoder:
+        image = torch.zeros(IMG_SIZE, IMG_SIZE, 3, dtype=torch.uint8)
+        enc = save("encoder.onnx", _trace(
+            EncoderGraph(sam), (image, torch.tensor([768, 1024])), ("image", "input_size"),
+            ("image_embeddings",), None, opts.opset, ((1, 256, IMG_SIZE // 16, IMG_SIZE // 16),)),
+            "encoder")
+        if opts.quantize:
+            dst = out_dir / "encoder.int8.onnx"
+            written.append((dst, "encoder", True, _quantize(enc, dst, bool(written[-1][3]))))
+    return written
+
+
+# ------------------------------------------------------------------ verification
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def random_prompts(rng: np.random.Generator, size: tuple[int, int], n: int) -> list[Prompts]:
+    """A mix of one click, positive+negative clicks, one box, box+click and three boxes."""
+    h, w = size
+    out = []
+    for i in range(n):
+        kind = i % 5
+        pts = rng.uniform((0, 0), (w, h), size=(2, 2))
+        x0, y0 = rng.uniform((0, 0), (w * 0.6, h * 0.6))
+        box = [x0, y0, x0 + rng.uniform(0.1, 0.4) * w, y0 + rng.uniform(0.1, 0.4) * h]
+        if kind == 0:
+            out.append(Prompts.from_points(pts[:1]))
+        elif kind == 1:
+            out.append(Prompts.from_points(pts, [1, 0]))
+        elif kind == 2:
+            out.append(Prompts.from_boxes([box]))
+        elif kind == 3:
+            out.append(Prompts(points=pts[:1], labels=np.array([1]), boxes=np.array([box])))
+        else:
+            b2 = rng.uniform(0, 0.5, size=(3, 2)) * (w, h)
+            boxes = np.concatenate([b2, b2 + rng.uniform(0.05, 0.4, size=(3, 2)) * (w, h)], 1)
+            out.append(Prompts.from_boxes(boxes))
+    return out
+
+
+@dataclass
+class _Case:
+    prompts: Prompts
+    masks: np.ndarray  # torch engine, bool (B, 3, H, W) multimask candidates
+    low: np.ndarray  # (B, 3, 256, 256)
+
+
+def _torch_cases(engine: SamEngine, handle, prompts: list[Prompts]) -> list[_Case]:
+    cases = []
+    for p in prompts:
+        m = engine.predict(handle, p, multimask_output=True)
+        cases.append(_Case(p, m.masks, m.low_res_logits))
+        # a refinement step: the best candidate fed back as mask_input
+        best = m.low_res_logits[0, m.best_index(0)][None]
+        p2 = Prompts(points=p.points, labels=p.labels, boxes=p.boxes, mask_input=best)
+        m2 = engine.predict(handle, p2, multimask_output=True)
+        cases.append(_Case(p2, m2.masks, m2.low_res_logits))
+    return cases
+
+
+def _passes(ious: list[float], threshold: float) -> bool:
+    """fp32: every mask (min IoU); int8: on average (mean IoU), see INT8_MIN_IOU."""
+    value = np.mean(ious) if threshold == INT8_MIN_IOU else min(ious)
+    return bool(value >= threshold)
+
+
+def _compare(path: Path, cases, run, threshold: float) -> VerifyResult:
+    """run(case) -> (bool masks (B, 3, H, W), low-res logits (B, 3, 256, 256))."""
+    ious, diff = [], 0.0
+    for c in cases:
+        masks, low = run(c)
+        diff = max(diff, float(np.abs(low - c.low).max()))
+        ious += [_iou(masks[b, k], c.masks[b, k]) for b in range(masks.shape[0])
+                 for k in range(masks.shape[1])]
+    v = VerifyResult(path.name, len(cases), diff, float(min(ious)), float(np.mean(ious)),
+                     threshold, _passes(ious, threshold))
+    log.info("verify %s: max |logit diff| %.2e, mask IoU min %.4f mean %.4f (need >= %.2f)",
+             path.name, diff, v.min_mask_iou, v.mean_mask_iou, threshold)
+    return v
+
+
+def verify_exports(sam: Sam, model_id: str, written, opts: ExportOptions) -> list[VerifyResult]:
+    """Each graph vs the PyTorch engine on random prompts (and, with an encoder, a random image)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(opts.seed)
+    engine = SamEngine(sam, model_id, device="cpu")
+    size = (480, 640)
+    emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(opts.seed))
+    handle = engine.handle_from_embedding(emb, size)
+    cases = _torch_cases(engine, handle, random_prompts(rng, size, opts.verify_cases))
+    up = NumpyMaskUpsampler(handle.input_size, size)
+    e = emb.numpy()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+
+    def sess(path):
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    paths = {(role, q): p for p, role, q, _ in written}
+    terms = sess(paths[("image_terms", False)]).run(None, {"image_embeddings": e})
+    terms = dict(zip(("src", "k1", "v1", "q1"), terms, strict=True))
+    results = []
+
+    def fast_runner(s, fused: bool, fixed: bool = False):
+        def run(c: _Case):
+            feeds = {"image_embeddings": e} if fused else terms
+            low, _ = run_fast_decoder(s, feeds, c.prompts, size, chunk=1 if fixed else None)
+            low = low[:, 1:]
+            masks = np.stack([up(low[b]) for b in range(low.shape[0])])
+            return masks, low
+        return run
+
+    def meta_run(s):
+        def run(c: _Case):
+            coords, labels = prompt_arrays(c.prompts, size)
+            lows, masks = [], []
+            for b in range(coords.shape[0]):
+                mi = (np.zeros((1, 1, 256, 256), np.float32) if c.prompts.mask_input is None
+                      else c.prompts.mask_input[None].astype(np.float32))
+                full, _, low = s.run(None, {
+                    "image_embeddings": e, "point_coords": coords[b:b + 1],
+                    "point_labels": labels[b:b + 1], "mask_input": mi,
+                    "has_mask_input": np.array([float(c.prompts.mask_input is not None)],
+                                               np.float32),
+                    "orig_im_size": np.array(size, np.float32)})
+                lows.append(low[0, 1:])
+                masks.append(full[0, 1:] > MASK_THRESHOLD)
+            return np.stack(masks), np.stack(lows)
+        return run
+
+    for (role, q), path in paths.items():
+        thr = INT8_MIN_IOU if q else FP32_MIN_IOU
+        if role == "decoder_meta":
+            results.append(_compare(path, cases, meta_run(sess(path)), thr))
+        elif role in ("decoder_fast", "decoder_fused"):
+            results.append(_compare(path, cases, fast_runner(sess(path), role == "decoder_fused"),
+                                    thr))
+        elif role == "decoder_fast_nomask":
+            plain = [c for c in cases if c.prompts.mask_input is None]
+            results.append(_compare(path, plain, fast_runner(sess(path), False), thr))
+        elif role == "decoder_fixed":
+            fixed = [c for c in cases if _fits_fixed(c.prompts, opts.fixed_points)]
+            results.append(_compare(path, fixed, fast_runner(sess(path), False, True), thr))
+        elif role == "encoder":
+            results.append(_verify_encoder(engine, sess(path), path, rng, thr))
+    return results
+
+
+def _fits_fixed(p: Prompts, n: int) -> bool:
+    return p.n_points + (2 if p.n_boxes else 1) == n
+
+
+def _verify_encoder(engine: SamEngine, s, path: Path, rng, thr: float) -> VerifyResult:
+    """A random smooth image through torch preprocessing+encoder vs numpy resize + ONNX; the
+    decoder masks of both embeddings are compared on random prompts."""
+    size = (300, 420)
+    noise = rng.integers(0, 256, (size[0] // 12, size[1] // 12, 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(np.kron(noise, np.ones((12, 12, 1), np.uint8)))
+    ref = engine.encode(rgb)
+    resized = transforms_np.resize_longest(rgb)
+    out = s.run(None, {"image": transforms_np.pad_to_square(resized),
+                       "input_size": np.array(resized.shape[:2], np.int64)})[0]
+    diff = float(np.abs(out - ref.numpy()).max())
+    h_ref = engine.handle_from_embedding(ref, size)
+    h_onnx = engine.handle_from_embedding(out, size)
+    ious = []
+    for p in random_prompts(rng, size, 5):
+        a = engine.predict(h_ref, p).masks
+        b = engine.predict(h_onnx, p).masks
+        ious += [_iou(a[i, k], b[i, k]) for i in range(a.shape[0]) for k in range(a.shape[1])]
+    v = VerifyResult(path.name, 5, diff, float(min(ious)), float(np.mean(ious)), thr,
+                     _passes(ious, thr))
+    log.info("verify %s: max |embedding diff| %.2e, mask IoU min %.4f", path.name, diff,
+             v.min_mask_iou)
+    return v
+
+
+# ------------------------------------------------------------------ entry point
+def export_onnx(
+    sam: Sam,
+    model_id: str,
+    out_dir: str | Path,
+    *,
+    checkpoint_sha256: str | None = None,
+    options: ExportOptions | None = None,
+) -> ExportResult:
+    """Export, verify and write manifest.json; raises ExportError when a graph fails its check
+    (the manifest is still written, with the failing results, for diagnosis)."""
+    opts = options or ExportOptions()
+    out = Path(out_dir)
+    written = export_graphs(sam, out, opts)
+    verification = verify_exports(sam, model_id, written, opts)
+    manifest = OnnxManifest(
+        model_id=model_id,
+        checkpoint_sha256=checkpoint_sha256,
+        opset=opts.opset,
+        exporter_version=EXPORTER_VERSION,
+        torch_version=torch.__version__,
+        preprocessing=Preprocessing(PIXEL_MEAN, PIXEL_STD, IMG_SIZE, LOW_RES_SIZE,
+                                    MASK_THRESHOLD, PREPROCESS_VERSION, RESIZE_NOTE),
+        files=[_describe(p, role, q, ext) for p, role, q, ext in written],
+        verification=verification,
+    )
+    manifest.save(out)
+    result = ExportResult(out, manifest)
+    if not result.passed:
+        bad = [f"{v.path} (IoU {v.min_mask_iou:.4f} < {v.iou_threshold})"
+               for v in verification if not v.passed]
+        raise ExportError(f"ONNX export to {out} does not reproduce PyTorch: {', '.join(bad)}; "
+                          "see manifest.json; do not deploy these files")
+    return result

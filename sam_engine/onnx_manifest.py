@@ -1,0 +1,147 @@
+"""manifest.json written beside exported ONNX models and read by the line runtime (no torch).
+
+Roles of the files an export writes (OnnxFile.role):
+  "decoder_meta"   Meta-compatible decoder (SamOnnxModel interface, full-res logits inside)
+  "image_terms"    image_embeddings -> the fast decoder's per-image terms (run once per image)
+  "decoder_fast"   our decoder on those terms: N prompts (batch) per call, low-res logits + IoU
+  "decoder_fast_nomask"  decoder_fast without the mask_input path (prompts without a mask)
+  "decoder_fused"  our decoder computing the image terms itself from image_embeddings
+  "decoder_fixed"  decoder_fast with fixed shapes (1 prompt of 2 points) for TensorRT
+  "encoder"        padded uint8 image + its unpadded size -> image_embeddings (fixed shapes)
+and the same roles with quantized=True for dynamic-int8 copies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import CheckpointError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input/output: name, element type and shape (str entries are dynamic axes)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class OnnxFile:
+    """One exported graph."""
+
+    path: str  # relative to the manifest's folder
+    role: str
+    quantized: bool
+    sha256: str
+    size_bytes: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    external_data: tuple[str, ...] = ()  # companion data files (models over 2 GB)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The constants of sam_engine.constants the graphs were exported with."""
+
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
+    img_size: int
+    low_res_size: int
+    mask_threshold: float
+    version: str
+    resize: str  # where and how the image is resized (outside the graph)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """ONNX vs PyTorch engine on random prompts, for one file."""
+
+    path: str
+    cases: int
+    max_abs_logit_diff: float
+    min_mask_iou: float
+    mean_mask_iou: float
+    iou_threshold: float
+    passed: bool
+
+
+@dataclass
+class OnnxManifest:
+    model_id: str
+    checkpoint_sha256: str | None
+    opset: int
+    exporter_version: str
+    torch_version: str
+    preprocessing: Preprocessing
+    files: list[OnnxFile] = field(default_factory=list)
+    verification: list[VerifyResult] = field(default_factory=list)
+    format: int = MANIFEST_FORMAT
+
+    def find(self, role: str, quantized: bool = False) -> OnnxFile | None:
+        for f in self.files:
+            if f.role == role and f.quantized == quantized:
+                return f
+        return None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> OnnxManifest:
+        path = Path(folder) / MANIFEST_NAME
+        if not path.is_file():
+            raise CheckpointError(
+                f"no {MANIFEST_NAME} in {folder}: export the models first with "
+                "`sam-inspect export-onnx --model NAME --out DIR`"
+            )
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            if d.get("format") != MANIFEST_FORMAT:
+                raise ValueError(f"format {d.get('format')!r}, expected {MANIFEST_FORMAT}")
+            return cls(
+                model_id=d["model_id"],
+                checkpoint_sha256=d["checkpoint_sha256"],
+                opset=int(d["opset"]),
+                exporter_version=d["exporter_version"],
+                torch_version=d["torch_version"],
+                preprocessing=Preprocessing(**{
+                    **d["preprocessing"],
+                    "pixel_mean": tuple(d["preprocessing"]["pixel_mean"]),
+                    "pixel_std": tuple(d["preprocessing"]["pixel_std"]),
+                }),
+                files=[_file(f) for f in d["files"]],
+                verification=[VerifyResult(**v) for v in d.get("verification", [])],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"{path} is not a valid ONNX export manifest ({exc}); re-run export-onnx"
+            ) from exc
+
+
+def _spec(d: dict) -> TensorSpec:
+    return TensorSpec(d["name"], d["dtype"], tuple(d["shape"]))
+
+
+def _file(d: dict) -> OnnxFile:
+    return OnnxFile(
+        path=d["path"],
+        role=d["role"],
+        quantized=bool(d["quantized"]),
+        sha256=d["sha256"],
+        size_bytes=int(d["size_bytes"]),
+        inputs=tuple(_spec(s) for s in d["inputs"]),
+        outputs=tuple(_spec(s) for s in d["outputs"]),
+        external_data=tuple(d.get("external_data", ())),
+    )

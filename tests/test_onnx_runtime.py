@@ -1,0 +1,256 @@
+"""OnnxEngine (onnxruntime only) against the PyTorch SamEngine, and its errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sam_engine import onnx_export
+from sam_engine.errors import CheckpointError, ImageError, PromptError
+from sam_engine.onnx_runtime import OnnxEngine
+from sam_engine.prompts import Prompts
+from sam_engine.sam_backend import SamEngine
+from tests.onnx_models import SEED, exported
+from tests.sam_factory import tiny_sam
+
+SIZE = (300, 400)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def models() -> Path:
+    return exported().out_dir
+
+
+@pytest.fixture(scope="module")
+def engines(models):
+    torch_engine = SamEngine(tiny_sam(SEED), "tiny", device="cpu")
+    emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
+    onnx_engine = OnnxEngine(models, threads=2)
+    return (torch_engine, torch_engine.handle_from_embedding(emb, SIZE), onnx_engine,
+            onnx_engine.handle_from_embedding(emb.numpy(), SIZE))
+
+
+def _iou(a, b):
+    u = np.logical_or(a, b).sum()
+    return 1.0 if u == 0 else np.logical_and(a, b).sum() / u
+
+
+PROMPTS = {
+    "click": Prompts.from_points([[120, 80]]),
+    "clicks": Prompts.from_points([[120, 80], [300, 200]], [1, 0]),
+    "box": Prompts.from_boxes([[50, 40, 220, 190]]),
+    "box+click": Prompts(points=np.array([[100.0, 90]]), labels=np.array([1]),
+                         boxes=np.array([[50.0, 40, 220, 190]])),
+    "five boxes": Prompts.from_boxes([[10, 10, 100, 90], [120, 30, 250, 160], [200, 150, 390, 290],
+                                      [0, 200, 80, 300], [300, 0, 400, 100]]),
+}
+
+
+@pytest.mark.parametrize("name", list(PROMPTS))
+@pytest.mark.parametrize("multimask", [True, False])
+def test_matches_torch_engine(engines, name, multimask):
+    te, th, oe, oh = engines
+    a = te.predict(th, PROMPTS[name], multimask_output=multimask)
+    b = oe.predict(oh, PROMPTS[name], multimask_output=multimask)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(b.low_res_logits, a.low_res_logits, atol=1e-4)
+    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+    for i in range(a.shape[0]):
+        assert b.best_index(i) == a.best_index(i)
+        assert _iou(a.best(i), b.best(i)) >= 0.99
+    assert b.masks.shape == a.masks.shape and b.masks.dtype == bool
+
+
+def test_onnx_engine_implements_the_engine_contract(engines):
+    from sam_engine.engine import Engine
+
+    _, _, oe, oh = engines
+    assert isinstance(oe, Engine)
+    assert oe.info.name == "sam-onnx" and oe.info.model_id == "tiny"
+    assert oe.info.device == "cpu" and "CPUExecutionProvider" in oe.providers
+    assert oh.input_size == (768, 1024) and oh.original_size == SIZE
+
+
+def test_mask_input_refinement_matches(engines):
+    te, th, oe, oh = engines
+    first = te.predict(th, PROMPTS["click"])
+    refine = Prompts(points=np.array([[120.0, 80], [200, 150]]), labels=np.array([1, 1]),
+                     mask_input=first.low_res_logits[0, first.best_index()][None])
+    a, b = te.predict(th, refine), oe.predict(oh, refine)
+    np.testing.assert_allclose(b.low_res_logits, a.low_res_logits, atol=1e-4)
+    assert not np.allclose(a.low_res_logits, te.predict(th, Prompts(
+        points=refine.points, labels=refine.labels)).low_res_logits, atol=1e-3)
+    assert min(_iou(a.mask(0, c), b.mask(0, c)) for c in range(3)) >= 0.99
+
+
+def test_chunked_boxes_equal_one_batch(engines, models):
+    _, _, oe, oh = engines
+    chunked = OnnxEngine(models, threads=2, chunk=1)
+    a = oe.predict(oh, PROMPTS["five boxes"])
+    b = chunked.predict(chunked.handle_from_embedding(oh.features.embedding, SIZE),
+                        PROMPTS["five boxes"])
+    np.testing.assert_allclose(a.low_res_logits, b.low_res_logits, atol=1e-5)
+
+
+def test_set_image_runs_the_encoder_like_torch(models):
+    rng = np.random.default_rng(5)
+    rgb = np.kron(rng.integers(0, 256, (25, 40, 3), dtype=np.uint8), np.ones((12, 12, 1),
+                                                                            np.uint8))
+    te = SamEngine(tiny_sam(SEED), "tiny", device="cpu")
+    oe = OnnxEngine(models, threads=2)
+    th, oh = te.set_image(rgb), oe.set_image(rgb)
+    assert oh.input_size == th.input_size and oh.original_size == th.original_size
+    np.testing.assert_allclose(oh.features.embedding, th.features.embedding.numpy(), atol=1e-3)
+    p = Prompts.from_boxes([[40, 30, 300, 250]])
+    assert _iou(te.predict(th, p).best(), oe.predict(oh, p).best()) >= 0.99
+    assert oe.set_image(rgb).from_cache
+
+
+def test_quantized_decoder_within_stated_iou(engines, models):
+    te, th, _, oh = engines
+    qe = OnnxEngine(models, quantized=True, threads=2)
+    assert qe.info.dtype == "int8"
+    qh = qe.handle_from_embedding(oh.features.embedding, SIZE)
+    ious = []
+    for p in PROMPTS.values():
+        a, b = te.predict(th, p), qe.predict(qh, p)
+        ious += [_iou(a.mask(i, c), b.mask(i, c)) for i in range(a.shape[0]) for c in range(3)]
+    assert np.mean(ious) >= onnx_export.INT8_MIN_IOU
+
+
+def test_bad_inputs_give_clear_errors(engines):
+    _, th, oe, oh = engines
+    with pytest.raises(ImageError, match="embedding must have shape"):
+        oe.handle_from_embedding(np.zeros((1, 256, 32, 32), np.float32), SIZE)
+    with pytest.raises(PromptError, match="outside"):
+        oe.predict(oh, Prompts.from_points([[500, 10]]))
+    with pytest.raises(PromptError, match="mask_input"):
+        oe.predict(oh, Prompts.from_points([[5, 10]], mask_input=np.zeros((64, 64))))
+    with pytest.raises(PromptError, match="another engine"):
+        oe.predict(th, Prompts.from_points([[5, 10]]))
+    with pytest.raises(ImageError):
+        oe.set_image(np.zeros((10, 10, 7), np.uint8))
+
+
+def _copy(models: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "models"
+    shutil.copytree(models, dst)
+    return dst
+
+
+def test_missing_folder_manifest_and_files(models, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        OnnxEngine(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="no manifest.json"):
+        OnnxEngine(tmp_path)
+    d = _copy(models, tmp_path)
+    (d / "decoder_fast.onnx").unlink()
+    with pytest.raises(CheckpointError, match="decoder_fast.onnx is missing"):
+        OnnxEngine(d)
+
+
+def test_corrupt_or_truncated_onnx(models, tmp_path):
+    d = _copy(models, tmp_path)
+    f = d / "image_terms.onnx"
+    size = f.stat().st_size
+    f.write_bytes(b"\x00garbage" * (size // 8) + b"\x00" * (size % 8))
+    with pytest.raises(CheckpointError, match="not a loadable ONNX model"):
+        OnnxEngine(d)
+    f.write_bytes(b"short")
+    with pytest.raises(CheckpointError, match="truncated"):
+        OnnxEngine(d)
+    (d / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a valid ONNX export manifest"):
+        OnnxEngine(d)
+
+
+def test_runtime_imports_and_runs_without_torch(models):
+    code = textwrap.dedent(f"""
+        import sys
+        for name in ("torch", "segment_anything", "torchvision", "PIL"):
+            sys.modules[name] = None  # any import of these now raises ImportError
+        import numpy as np
+        from sam_engine.onnx_runtime import OnnxEngine
+        from sam_engine.prompts import Prompts
+        e = OnnxEngine({str(models)!r}, threads=1)
+        h = e.set_image(np.full((120, 160, 3), 128, np.uint8))
+        m = e.predict(h, Prompts.from_boxes([[10, 10, 90, 100]]))
+        import cv2
+        from app.line_main import main
+        cv2.imwrite({str(models / "line.png")!r}, np.full((90, 120, 3), 60, np.uint8))
+        assert main([{str(models / "line.png")!r}, "--models", {str(models)!r},
+                     "--box", "5,5,60,50", "--out", {str(models / "line_out")!r}]) == 0
+        loaded = [k for k, v in sys.modules.items() if v is not None
+                  and k.split(".")[0] in ("torch", "segment_anything", "torchvision", "PIL")]
+        print(m.best().shape, loaded)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "(120, 160) []"
+    assert (models / "line_out" / "line_mask.png").is_file()
+
+
+def test_line_command_writes_mask_and_json(models, tmp_path, capsys):
+    import cv2
+
+    from app.line_main import main
+
+    img = tmp_path / "part.png"
+    rgb = np.kron(np.random.default_rng(2).integers(0, 256, (10, 16, 3), dtype=np.uint8),
+                  np.ones((12, 12, 1), np.uint8))
+    cv2.imwrite(str(img), rgb[..., ::-1])
+    assert main([str(img), "--models", str(models), "--box", "10,10,100,80", "--box",
+                 "120,20,180,110", "--point", "50,60", "--out", str(tmp_path / "o")]) == 0
+    res = json.loads((tmp_path / "o" / "part_result.json").read_text())
+    labels = cv2.imread(res["mask_png"], cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (120, 192) and res["verdict"] is None
+    assert [d["index"] for d in res["defects"]] == [1, 2, 3]
+    engine = OnnxEngine(models)
+    h = engine.set_image(rgb)
+    expected = engine.predict(h, Prompts.from_boxes([[10, 10, 100, 80]])).best()
+    assert res["defects"][0]["area_px"] == int(expected.sum())
+    first = labels == 1  # later prompts' masks may overwrite some of its pixels
+    assert first.any() and not (first & ~expected).any()
+    assert main([str(img), "--models", str(models)]) == 2
+    assert "no prompts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape", [(300, 400), (1600, 1200), (77, 1500), (1024, 700)])
+def test_numpy_resize_equals_segment_anything(shape):
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    from sam_engine import transforms_np
+
+    rng = np.random.default_rng(sum(shape))
+    rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    ref = ResizeLongestSide(1024)
+    assert np.array_equal(transforms_np.resize_longest(rgb), ref.apply_image(rgb))
+    pts = rng.uniform(0, min(shape), size=(5, 2))
+    np.testing.assert_allclose(transforms_np.apply_coords(pts, shape),
+                               ref.apply_coords(pts, shape), rtol=1e-6)
+
+
+@pytest.mark.parametrize("geometry", [((768, 1024), (600, 800)), ((1024, 53), (1500, 77))])
+def test_numpy_upsampler_equals_torch_upsampler(geometry):
+    from sam_engine.mask_upsample import MaskUpsampler, _axis_matrix
+    from sam_engine.upsample_np import NumpyMaskUpsampler, axis_matrix
+
+    input_size, original = geometry
+    for i in range(2):
+        args = (256, 1024, input_size[i], original[i])
+        np.testing.assert_allclose(axis_matrix(*args), _axis_matrix(*args).numpy(), atol=5e-5)
+    low = np.random.default_rng(0).normal(size=(2, 256, 256)).astype(np.float32)
+    low[1] -= 2.5  # a sparse mask: exercises the window
+    a = MaskUpsampler(input_size, original)(torch.from_numpy(low))
+    b = NumpyMaskUpsampler(input_size, original)(low)
+    assert (a != b).mean() < 1e-4
