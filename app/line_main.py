@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from app.cli_args import parse_numbers
 from sam_engine.errors import PromptError, SamEngineError
 from sam_engine.image_io import load_image
 from sam_engine.onnx_runtime import OnnxEngine
@@ -41,26 +42,16 @@ class Defect:
     bbox_xyxy: tuple[int, int, int, int] | None  # inclusive-exclusive pixel box, None if empty
 
 
-def _nums(text: str, n: tuple[int, ...], what: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        vals = []
-    if len(vals) not in n:
-        raise PromptError(f"--{what} {text!r}: expected {' or '.join(map(str, n))} "
-                          "comma-separated numbers")
-    return vals
-
-
 def prompts_from_args(args: argparse.Namespace) -> list[LinePrompt]:
     if args.recipe is not None:
         from app.recipe import load_recipe  # needs the app package (scikit-image)
 
         recipe = load_recipe(args.recipe)
         return [LinePrompt(p.defect_class, p.to_prompts()) for p in recipe.prompts]
-    out = [LinePrompt("defect", Prompts.from_boxes([_nums(b, (4,), "box")])) for b in args.box]
+    out = [LinePrompt("defect", Prompts.from_boxes([parse_numbers(b, (4,), "box")]))
+           for b in args.box]
     for p in args.point:
-        v = _nums(p, (2, 3), "point")
+        v = parse_numbers(p, (2, 3), "point")
         out.append(LinePrompt("defect", Prompts.from_points([v[:2]], [int(v[2]) if len(v) == 3
                                                                       else 1])))
     if not out:

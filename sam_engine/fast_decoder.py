@@ -136,6 +136,18 @@ class FastMaskDecoder:
             nh = layer1.cross_attn_image_to_token.num_heads
             q1 = q1 + dq.view(b, dq.shape[1], nh, -1).transpose(1, 2)
 
+        queries, keys = self.transformer(tokens, src, pos, k1, v1, q1)
+        return self._heads(queries, keys, terms.size, multimask_output)
+
+    def transformer(
+        self, tokens: Tensor, src: Tensor, pos: Tensor, k1: Tensor, v1: Tensor, q1: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The two-way transformer, reassociated: (queries, keys) like TwoWayTransformer's.
+
+        tokens (B, Nt, C); src, pos (1|B, HW, C); k1, v1 (1|B, HW, Ci) and q1 (1|B, H, HW, d):
+        layer 1's projected image terms (ImageTerms plus any mask-input correction).
+        """
+        tf = self.tf
         queries, keys = tokens, src
         for i, layer in enumerate(tf.layers):
             if i == 0:
@@ -165,7 +177,7 @@ class FastMaskDecoder:
         attn = _token_to_image(tf.final_attn_token_to_image, queries + tokens, keys + pos, keys)
         queries = tf.norm_final_attn(queries + attn)
 
-        return self._heads(queries, keys, terms.size, multimask_output)
+        return queries, keys
 
     def _fold(self, h16: Tensor, proj: torch.nn.Linear) -> Tensor:
         """proj(x + dense) - proj(x + no_mask) for dense = h16 @ Wc^T + bc."""
@@ -175,15 +187,20 @@ class FastMaskDecoder:
     def _heads(
         self, queries: Tensor, keys: Tensor, size: tuple[int, int], multimask_output: bool
     ) -> tuple[Tensor, Tensor]:
-        """Mask and IoU heads. The upscaler (ConvTranspose 2x2/2, LayerNorm2d, GELU, ConvTranspose
-        2x2/2, GELU) runs as per-pixel matmuls in channels-last order, where LayerNorm2d becomes
-        one fused layer_norm and no NCHW copies are made; pixels are put in raster order only
-        for the final few mask channels."""
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        masks = self.upscale_masks(queries, keys, size, range(self.md.num_mask_tokens)[sl])
+        return masks, self.md.iou_prediction_head(queries[:, 0, :])[:, sl]
+
+    def upscale_masks(
+        self, queries: Tensor, keys: Tensor, size: tuple[int, int], idx: range
+    ) -> Tensor:
+        """Low-res logits (B, len(idx), 4h, 4w) of mask tokens idx. The upscaler (ConvTranspose
+        2x2/2, LayerNorm2d, GELU, ConvTranspose 2x2/2, GELU) runs as per-pixel matmuls in
+        channels-last order, where LayerNorm2d becomes one fused layer_norm and no NCHW copies
+        are made; pixels are put in raster order only for the final few mask channels."""
         md = self.md
         b, hw, c = keys.shape
         h, w = size
-        sl = slice(1, None) if multimask_output else slice(0, 1)
-        idx = range(md.num_mask_tokens)[sl]
         hyper_in = torch.stack(
             [md.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in idx], dim=2
         )  # B, 32, M
@@ -199,9 +216,7 @@ class FastMaskDecoder:
         m = masks.shape[-1]
         # pixel (i, j, ky, kx, ky2, kx2) sits at row 4i + 2ky + ky2, column 4j + 2kx + kx2
         masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        masks = masks.reshape(b, m, 4 * h, 4 * w)
-        iou_pred = md.iou_prediction_head(queries[:, 0, :])[:, sl]
-        return masks, iou_pred
+        return masks.reshape(b, m, 4 * h, 4 * w)
 
 
 def _upscaler_weights(md: MaskDecoder):

@@ -17,9 +17,6 @@ from torch import nn
 from .constants import PIXEL_MEAN, PIXEL_STD
 from .fast_decoder import (
     FastMaskDecoder,
-    _image_to_token,
-    _token_to_image,
-    _token_to_image_projected,
 )
 
 TERM_NAMES = ("src", "k1", "v1", "q1")  # per-image inputs of the split fast decoder
@@ -95,56 +92,14 @@ class FastDecoderGraph(nn.Module):
         return self._transformer(tokens, src, pos, k1, v1, q1)
 
     def _transformer(self, tokens, src, pos, k1, v1, q1):
-        tf = self.sam.mask_decoder.transformer
-        queries, keys = tokens, src
-        for i, layer in enumerate(tf.layers):
-            if i == 0:
-                queries = layer.norm1(layer.self_attn(q=queries, k=queries, v=queries))
-                attn = _token_to_image_projected(
-                    layer.cross_attn_token_to_image, queries + tokens, k1, v1
-                )
-                keys_pos = None
-            else:
-                q = queries + tokens
-                queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
-                keys_pos = keys + pos
-                attn = _token_to_image(layer.cross_attn_token_to_image, queries + tokens,
-                                       keys_pos, keys)
-            queries = layer.norm2(queries + attn)
-            queries = layer.norm3(queries + layer.mlp(queries))
-            keys = _image_to_token(
-                layer.cross_attn_image_to_token,
-                q1 if i == 0 else keys_pos,
-                queries + tokens,
-                queries,
-                residual=keys,
-                projected_queries=(i == 0),
-            )
-            keys = layer.norm4(keys)
-        attn = _token_to_image(tf.final_attn_token_to_image, queries + tokens, keys + pos, keys)
-        queries = tf.norm_final_attn(queries + attn)
+        queries, keys = self.fd.transformer(tokens, src, pos, k1, v1, q1)
         return self._heads(queries, keys)
 
     def _heads(self, queries, keys):
-        """fast_decoder's channels-last upscaler + hypernetwork product, for all 4 tokens."""
+        """fast_decoder's upscaler + hypernetwork product, for all 4 mask tokens."""
         md = self.sam.mask_decoder
         side = self.sam.prompt_encoder.image_embedding_size[0]
-        b, hw, c = keys.shape
-        hyper_in = torch.stack(
-            [md.output_hypernetworks_mlps[i](queries[:, 1 + i, :])
-             for i in range(md.num_mask_tokens)], dim=2
-        )  # B, 32, 4
-        w1, b1, ln, w2, b2 = self.fd._upscaler
-        x = keys.reshape(-1, c) @ w1 + b1
-        c1 = ln.weight.shape[0]
-        x = torch.nn.functional.layer_norm(x.reshape(-1, c1), (c1,), ln.weight, ln.bias, ln.eps)
-        x = torch.nn.functional.gelu(x)
-        x = torch.nn.functional.gelu(x @ w2 + b2)
-        c2 = w2.shape[1] // 4
-        masks = torch.bmm(x.reshape(b, hw * 16, c2), hyper_in)  # B, HW*16, 4
-        m = md.num_mask_tokens
-        masks = masks.reshape(b, side, side, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        masks = masks.reshape(b, m, 4 * side, 4 * side)
+        masks = self.fd.upscale_masks(queries, keys, (side, side), range(md.num_mask_tokens))
         return masks, md.iou_prediction_head(queries[:, 0, :])
 
 

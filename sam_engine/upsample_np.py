@@ -1,11 +1,14 @@
-"""mask_upsample.MaskUpsampler without torch: low-res logits to full-size masks, windowed.
+"""Low-res logits to full-size masks without torch, windowed (used by the torch engine through
+mask_upsample and by the ONNX runtime directly).
 
 The composite of SamPredictor's two bilinear resizes (256 -> IMG_SIZE, crop to the resized
-image, -> original size) is one (H x 256) matrix per axis. Here it is built analytically with
-PyTorch's align_corners=False rule (source = (dst + 0.5) * in / out - 0.5, clamped at 0), which
-tests check against mask_upsample's torch-built matrices; then only the window of output pixels
-that can exceed the threshold is evaluated (bilinear weights are non-negative). Written by hand
-for the same reason as mask_upsample: no library does "resize twice, crop between, one window".
+image, -> original size) is one (H x 256) matrix per axis, built analytically with PyTorch's
+align_corners=False rule (source = (dst + 0.5) * in / out - 0.5, clamped at 0; a test checks it
+against torch's own interpolation). Only the window of output pixels that can exceed the
+threshold is evaluated (bilinear weights are non-negative, so an output pixel can be foreground
+only if one of its source pixels is); a window too large for that is done by two OpenCV resizes
+(same half-pixel convention, logits within ~1e-4). Written by hand because no library offers
+"resize twice, crop between, evaluate one window".
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from .constants import IMG_SIZE, LOW_RES_SIZE, MASK_THRESHOLD
 
-_DENSE_WINDOW_LIMIT = 24_000_000  # as in mask_upsample: above this, two full-frame resizes
+_DENSE_WINDOW_LIMIT = 24_000_000  # multiply-adds; above this, two full-frame OpenCV resizes
 
 
 def linear_matrix(n_in: int, n_out: int) -> np.ndarray:

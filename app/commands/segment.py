@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from app import atomic_write
+from app.cli_args import parse_numbers
 from app.overlay import draw_overlay, label_map
-from sam_engine.errors import PromptError
 from sam_engine.factory import ENGINE_NAMES, load_engine
 from sam_engine.image_io import load_image
 from sam_engine.prompts import Prompts
@@ -33,18 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_prompts(boxes: list[str], points: list[str]) -> Prompts:
-    def nums(text: str, n: tuple[int, ...], what: str) -> list[float]:
-        try:
-            vals = [float(v) for v in text.split(",")]
-        except ValueError:
-            vals = []
-        if len(vals) not in n:
-            raise PromptError(f"--{what} {text!r}: expected {' or '.join(map(str, n))} "
-                              "comma-separated numbers")
-        return vals
-
-    bx = [nums(b, (4,), "box") for b in boxes]
-    pts = [nums(p, (2, 3), "point") for p in points]
+    bx = [parse_numbers(b, (4,), "box") for b in boxes]
+    pts = [parse_numbers(p, (2, 3), "point") for p in points]
     return Prompts(
         points=np.array([p[:2] for p in pts]) if pts else None,
         labels=np.array([int(p[2]) if len(p) == 3 else 1 for p in pts]) if pts else None,

@@ -242,6 +242,11 @@ class InspectionStore:
             raise StoreError(f"no defect with id {defect_id} in {self.url}")
         return d
 
+    def _defect_audit(self, d: DefectRow, actor: str, action: str, before: dict) -> AuditRow:
+        """The audit row of a change to defect d (its state before and after)."""
+        return AuditRow(time=_now(), actor=actor, action=action, inspection_id=d.inspection_id,
+                        defect_id=d.id, before=before, after=self._defect_state(d))
+
     @staticmethod
     def _defect_state(d: DefectRow) -> dict:
         mask = None if d.mask_rle is None else json.dumps(d.mask_rle, sort_keys=True)
@@ -280,17 +285,7 @@ class InspectionStore:
                     setattr(d, attr, getattr(new, attr))
             if defect_class is not None:
                 d.defect_class = defect_class
-            s.add(
-                AuditRow(
-                    time=_now(),
-                    actor=actor,
-                    action="update_defect",
-                    inspection_id=d.inspection_id,
-                    defect_id=d.id,
-                    before=before,
-                    after=self._defect_state(d),
-                )
-            )
+            s.add(self._defect_audit(d, actor, "update_defect", before))
 
     def accept_defect(self, defect_id: int, *, actor: str) -> None:
         """Record that `actor` confirmed the defect."""
@@ -298,17 +293,7 @@ class InspectionStore:
             d = self._defect(s, defect_id)
             before = self._defect_state(d)
             d.accepted_by = actor
-            s.add(
-                AuditRow(
-                    time=_now(),
-                    actor=actor,
-                    action="accept_defect",
-                    inspection_id=d.inspection_id,
-                    defect_id=d.id,
-                    before=before,
-                    after=self._defect_state(d),
-                )
-            )
+            s.add(self._defect_audit(d, actor, "accept_defect", before))
 
     def delete_defect(self, defect_id: int, *, actor: str) -> None:
         """Mark a defect deleted (rows are kept; reads leave it out)."""
@@ -316,17 +301,7 @@ class InspectionStore:
             d = self._defect(s, defect_id)
             before = self._defect_state(d)
             d.deleted_at = _now()
-            s.add(
-                AuditRow(
-                    time=_now(),
-                    actor=actor,
-                    action="delete_defect",
-                    inspection_id=d.inspection_id,
-                    defect_id=d.id,
-                    before=before,
-                    after=self._defect_state(d),
-                )
-            )
+            s.add(self._defect_audit(d, actor, "delete_defect", before))
 
     def set_verdict(self, inspection_id: int, verdict: Verdict, *, actor: str) -> None:
         """Replace an inspection's verdict (e.g. after an operator changed its defects)."""
