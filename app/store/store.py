@@ -9,6 +9,7 @@ and audit event are stored together or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -223,18 +224,7 @@ class InspectionStore:
 
     @staticmethod
     def _reason_rows(verdict: Verdict) -> list[ReasonRow]:
-        return [
-            ReasonRow(
-                rule=r.rule,
-                defect_class=r.defect_class,
-                message=r.message,
-                measured=r.measured,
-                allowed=r.allowed,
-                unit=r.unit,
-                finding_index=r.finding_index,
-            )
-            for r in verdict.reasons
-        ]
+        return [ReasonRow(**dataclasses.asdict(r)) for r in verdict.reasons]
 
     def _defect(self, s: Session, defect_id: int) -> DefectRow:
         d = s.get(DefectRow, defect_id)
@@ -357,15 +347,7 @@ class InspectionStore:
             verdict = Verdict(
                 row.verdict,
                 tuple(
-                    Reason(
-                        rule=r.rule,
-                        defect_class=r.defect_class,
-                        message=r.message,
-                        measured=r.measured,
-                        allowed=r.allowed,
-                        unit=r.unit,
-                        finding_index=r.finding_index,
-                    )
+                    Reason(**{f.name: getattr(r, f.name) for f in dataclasses.fields(Reason)})
                     for r in row.reasons
                 ),
             )
