@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean package-lite package-full
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py --model vit_b --json results/bench_vit_b.json
 
+# Desktop bundles (packaging/desktop/README.md): dist/sam-inspect-lite/, dist/sam-inspect-full/
+package-lite: $(STAMP)
+	$(BIN)/python packaging/desktop/build.py lite
+	dist/sam-inspect-lite/sam-inspect --self-test --forbid-torch
+
+package-full: $(STAMP)
+	$(BIN)/python packaging/desktop/build.py full
+
 clean:
-	rm -rf $(VENV) results .pytest_cache .ruff_cache
+	rm -rf $(VENV) results .pytest_cache .ruff_cache build dist

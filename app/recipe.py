@@ -74,22 +74,53 @@ class LotPlan:
     aql: float = 1.0
 
 
+PROMPT_FRAMES = ("pixels", "relative", "fiducial")
+
+
 @dataclass(frozen=True)
 class PromptSpec:
-    """A prompt for batch/line runs, in image pixels, for one defect class."""
+    """A prompt for batch/line runs for one defect class.
+
+    frame: "pixels" (image pixels, the default), "relative" (fractions 0..1 of the image width
+    and height, for parts photographed at several resolutions) or "fiducial" (pixel offsets from
+    the centroid of the fiducial segmented in calibration.fiducial_box, for parts that shift).
+    """
 
     defect_class: str
     box: tuple[float, float, float, float] | None = None
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
+    frame: str = "pixels"
 
-    def to_prompts(self) -> Prompts:
+    def to_prompts(
+        self,
+        image_size: tuple[int, int] | None = None,
+        fiducial_xy: tuple[float, float] | None = None,
+    ) -> Prompts:
+        """Prompts in image pixels. "relative" needs image_size (H, W); "fiducial" needs the
+        fiducial's centroid xy. With image_size, boxes and points are clipped to the image."""
+        box = None if self.box is None else np.asarray(self.box, dtype=np.float64)
+        pts = np.asarray(self.points, dtype=np.float64).reshape(-1, 2)
+        if self.frame == "relative":
+            if image_size is None:
+                raise ValueError("a prompt in the relative frame needs the image size")
+            scale = np.array([image_size[1], image_size[0]], dtype=np.float64)
+            pts = pts * scale
+            box = None if box is None else box * np.tile(scale, 2)
+        elif self.frame == "fiducial":
+            if fiducial_xy is None:
+                raise ValueError("a prompt in the fiducial frame needs the fiducial's position")
+            off = np.asarray(fiducial_xy, dtype=np.float64)
+            pts = pts + off
+            box = None if box is None else box + np.tile(off, 2)
+        if image_size is not None:
+            h, w = image_size
+            pts = np.clip(pts, 0, [w, h])
+            box = None if box is None else np.clip(box, 0, [w, h, w, h])
         return Prompts(
-            points=np.asarray(self.points, dtype=np.float64).reshape(-1, 2)
-            if self.points
-            else None,
+            points=pts if self.points else None,
             labels=np.asarray(self.labels, dtype=np.int64) if self.points else None,
-            boxes=None if self.box is None else np.asarray(self.box, dtype=np.float64)[None],
+            boxes=None if box is None else box[None],
         )
 
 
@@ -416,8 +447,14 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
         raise r.fail(("prompts",), "must be an array of tables: write each prompt as [[prompts]]")
     for i, p in enumerate(raw_prompts):
         where = ("prompts", i)
-        r.table(p, where, {"class", "box", "points", "labels"})
+        r.table(p, where, {"class", "box", "points", "labels", "frame"})
         pclass = r.string(p, where, "class")
+        frame = r.string(p, where, "frame", default="pixels")
+        if frame not in PROMPT_FRAMES:
+            raise r.fail((*where, "frame"), f"must be one of {', '.join(PROMPT_FRAMES)}; "
+                         f"got {frame!r}")
+        if frame == "fiducial" and fid_box is None:
+            raise r.fail((*where, "frame"), "the fiducial frame needs [calibration] fiducial_box")
         if pclass not in class_names:
             raise r.fail(
                 (*where, "class"),
@@ -437,7 +474,11 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
             )
         if box is None and not pts:
             raise r.fail(where, "a prompt needs a box and/or points")
-        prompts.append(PromptSpec(pclass, box, pts, tuple(int(lb) for lb in labels)))
+        if frame == "relative" and any(
+            not 0 <= c <= 1 for c in (*(box or ()), *(v for pt in pts for v in pt))
+        ):
+            raise r.fail(where, "relative coordinates must lie between 0 and 1")
+        prompts.append(PromptSpec(pclass, box, pts, tuple(int(lb) for lb in labels), frame))
 
     return Recipe(
         path=path,

@@ -29,7 +29,13 @@ from .constants import (
     PREPROCESS_VERSION,
 )
 from .errors import SamEngineError
-from .onnx_graphs import EncoderGraph, FastDecoderGraph, ImageTermsGraph, meta_decoder
+from .onnx_graphs import (
+    ClickDecoderGraph,
+    EncoderGraph,
+    FastDecoderGraph,
+    ImageTermsGraph,
+    meta_decoder,
+)
 from .onnx_manifest import (
     OnnxFile,
     OnnxManifest,
@@ -37,6 +43,7 @@ from .onnx_manifest import (
     TensorSpec,
     VerifyResult,
 )
+from .onnx_quantize import quantize_all, quantize_decoder
 from .onnx_runtime import prompt_arrays, run_fast_decoder
 from .prompts import Prompts
 from .sam_backend import SamEngine
@@ -65,6 +72,8 @@ RESIZE_NOTE = (
 )
 
 PROMPT_INPUTS = ("point_coords", "point_labels", "mask_input", "has_mask_input")
+TERM_OUTPUTS = ("src", "k1", "v1", "q1", "k1h", "v1h")  # image_terms.onnx
+CLICK_TERMS = ("src", "k1h", "v1h", "q1")  # decoder_click.onnx's per-image inputs
 FAST_OUTPUTS = ("low_res_masks", "iou_predictions")
 
 
@@ -177,26 +186,6 @@ def _describe(path: Path, role: str, quantized: bool, external: tuple[str, ...])
                     _specs(model.graph.output), external)
 
 
-def _quantize(src: Path, dst: Path, external: bool = False) -> tuple[str, ...]:
-    """Dynamic int8 copy of src; external: src keeps its weights in external data (then so
-    does dst, in `<dst name>.data`, though int8 weights are 4x smaller)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs every tensor at INFO/WARNING on root
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                             use_external_data_format=external,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        root.setLevel(level)
-    data = dst.name + ".data"
-    return (data,) if external and (dst.parent / data).exists() else ()
-
-
 def export_graphs(sam: Sam, out_dir: Path, opts: ExportOptions) -> list[tuple[Path, str, bool,
                                                                                tuple[str, ...]]]:
     """Trace every graph into out_dir; returns (path, role, quantized, external files)."""
@@ -220,12 +209,13 @@ def export_graphs(sam: Sam, out_dir: Path, opts: ExportOptions) -> list[tuple[Pa
         {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}, opts.opset),
         "decoder_meta")
 
-    terms = ImageTermsGraph(sam)
+    terms = ImageTermsGraph(sam, split_heads=True)
     with torch.no_grad():
         t = terms(emb)
-    save("image_terms.onnx", _trace(terms, (emb,), ("image_embeddings",), ("src", "k1", "v1",
-                                                                          "q1"), None,
+    save("image_terms.onnx", _trace(terms, (emb,), ("image_embeddings",), TERM_OUTPUTS, None,
                                     opts.opset), "image_terms")
+    split = dict(zip(TERM_OUTPUTS, t, strict=True))
+    t = t[:4]  # src, k1, v1, q1: the batched decoders' inputs
 
     coords, labels, mask, has = _dummy_prompts(2, 3)
     batch = {"point_coords": {0: "batch", 1: "num_points"},
@@ -244,15 +234,23 @@ def export_graphs(sam: Sam, out_dir: Path, opts: ExportOptions) -> list[tuple[Pa
     save("decoder_fused.onnx", _trace(
         FastDecoderGraph(sam, fused=True), (emb, coords, labels, mask, has),
         ("image_embeddings", *PROMPT_INPUTS), FAST_OUTPUTS, batch, opts.opset), "decoder_fused")
+    coords, labels, _, _ = _dummy_prompts(1, 2)
+    click = save("decoder_click.onnx", _trace(
+        ClickDecoderGraph(sam), (*(split[k] for k in CLICK_TERMS), coords, labels),
+        (*CLICK_TERMS, "point_coords", "point_labels"), FAST_OUTPUTS,
+        {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}, opts.opset,
+        ((1, 4, LOW_RES_SIZE, LOW_RES_SIZE), (1, 4))), "decoder_click")
     coords, labels, mask, has = _dummy_prompts(1, opts.fixed_points)
     save("decoder_fixed.onnx", _trace(
         FastDecoderGraph(sam, fused=False), (*t, coords, labels, mask, has), fast_in,
         FAST_OUTPUTS, None, opts.opset, ((1, 4, LOW_RES_SIZE, LOW_RES_SIZE), (1, 4))),
         "decoder_fixed")
     if opts.quantize:
-        for src, role in ((fast, "decoder_fast"), (nomask, "decoder_fast_nomask")):
+        for src, role in ((fast, "decoder_fast"), (nomask, "decoder_fast_nomask"),
+                          (click, "decoder_click")):
             dst = src.with_suffix(".int8.onnx")
-            written.append((dst, role, True, _quantize(src, dst)))
+            quantize_decoder(src, dst)
+            written.append((dst, role, True, ()))
 
     if opts.encoder:
         image = torch.zeros(IMG_SIZE, IMG_SIZE, 3, dtype=torch.uint8)
@@ -262,7 +260,7 @@ def export_graphs(sam: Sam, out_dir: Path, opts: ExportOptions) -> list[tuple[Pa
             "encoder")
         if opts.quantize:
             dst = out_dir / "encoder.int8.onnx"
-            written.append((dst, "encoder", True, _quantize(enc, dst, bool(written[-1][3]))))
+            written.append((dst, "encoder", True, quantize_all(enc, dst, bool(written[-1][3]))))
     return written
 
 
@@ -356,8 +354,9 @@ def verify_exports(sam: Sam, model_id: str, written, opts: ExportOptions) -> lis
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
     paths = {(role, q): p for p, role, q, _ in written}
-    terms = sess(paths[("image_terms", False)]).run(None, {"image_embeddings": e})
-    terms = dict(zip(("src", "k1", "v1", "q1"), terms, strict=True))
+    ts = sess(paths[("image_terms", False)])
+    terms = dict(zip([o.name for o in ts.get_outputs()], ts.run(None, {"image_embeddings": e}),
+                     strict=True))
     results = []
 
     def fast_runner(s, fused: bool, fixed: bool = False):
@@ -394,14 +393,14 @@ def verify_exports(sam: Sam, model_id: str, written, opts: ExportOptions) -> lis
         elif role in ("decoder_fast", "decoder_fused"):
             results.append(_compare(path, cases, fast_runner(sess(path), role == "decoder_fused"),
                                     thr))
-        elif role == "decoder_fast_nomask":
+        elif role in ("decoder_fast_nomask", "decoder_click"):
             plain = [c for c in cases if c.prompts.mask_input is None]
             results.append(_compare(path, plain, fast_runner(sess(path), False), thr))
         elif role == "decoder_fixed":
             fixed = [c for c in cases if _fits_fixed(c.prompts, opts.fixed_points)]
             results.append(_compare(path, fixed, fast_runner(sess(path), False, True), thr))
         elif role == "encoder":
-            results.append(_verify_encoder(engine, sess(path), path, rng, thr))
+            results.append(_verify_encoder(sam, engine, sess(path), path, rng, thr))
     return results
 
 
@@ -409,13 +408,20 @@ def _fits_fixed(p: Prompts, n: int) -> bool:
     return p.n_points + (2 if p.n_boxes else 1) == n
 
 
-def _verify_encoder(engine: SamEngine, s, path: Path, rng, thr: float) -> VerifyResult:
-    """A random smooth image through torch preprocessing+encoder vs numpy resize + ONNX; the
-    decoder masks of both embeddings are compared on random prompts."""
+def _verify_encoder(sam: Sam, engine: SamEngine, s, path: Path, rng, thr: float
+                    ) -> VerifyResult:
+    """A random smooth image through Meta's preprocessing + encoder (SamPredictor: the graph
+    is Meta's encoder, so the engine's own fast encoder is not the reference) vs numpy resize +
+    ONNX; the decoder masks of both embeddings are compared on random prompts."""
+    from segment_anything import SamPredictor
+
     size = (300, 420)
     noise = rng.integers(0, 256, (size[0] // 12, size[1] // 12, 3), dtype=np.uint8)
     rgb = np.ascontiguousarray(np.kron(noise, np.ones((12, 12, 1), np.uint8)))
-    ref = engine.encode(rgb)
+    predictor = SamPredictor(sam.eval())
+    with torch.no_grad():
+        predictor.set_image(rgb)
+    ref = predictor.features.cpu()
     resized = transforms_np.resize_longest(rgb)
     out = s.run(None, {"image": transforms_np.pad_to_square(resized),
                        "input_size": np.array(resized.shape[:2], np.int64)})[0]

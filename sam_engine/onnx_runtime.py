@@ -29,7 +29,6 @@ from .upsample_np import NumpyMaskUpsampler
 log = logging.getLogger(__name__)
 
 EMBEDDING_SHAPE = (1, 256, IMG_SIZE // 16, IMG_SIZE // 16)
-TERM_NAMES = ("src", "k1", "v1", "q1")
 _PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -66,12 +65,18 @@ def run_fast_decoder(
     original_size: tuple[int, int],
     chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validated prompts through a fast decoder graph (split or fused). Returns low-res logits
-    (B, 4, 256, 256) and IoU (B, 4): token 0 is the single-mask output, 1..3 the multimask ones.
-    chunk: prompts per run (None = all boxes in one run)."""
+    """Validated prompts through one of our decoder graphs (batched, fused or one-prompt click).
+    Returns low-res logits (B, 4, 256, 256) and IoU (B, 4): token 0 is the single-mask output,
+    1..3 the multimask ones. image_feeds: the image's terms (the ones the graph takes are used).
+    chunk: prompts per run (None = all boxes in one run; graphs with a fixed batch of 1 run one
+    prompt at a time)."""
     coords, labels = prompt_arrays(prompts, original_size)
     b = coords.shape[0]
-    takes_mask = any(i.name == "mask_input" for i in session.get_inputs())
+    inputs = {i.name: i for i in session.get_inputs()}
+    image_feeds = {k: v for k, v in image_feeds.items() if k in inputs}
+    takes_mask = "mask_input" in inputs
+    if inputs["point_coords"].shape[0] == 1:  # a static batch of one
+        chunk = 1
     if prompts.mask_input is not None and not takes_mask:
         raise PromptError("this decoder graph has no mask_input; use decoder_fast.onnx")
     if prompts.mask_input is not None:
@@ -104,6 +109,23 @@ def choose_providers(prefer_tensorrt: bool = False) -> list[str]:
     return [p for p in want if p in avail]
 
 
+def session_options(threads: int | None = None, spin: bool = False) -> ort.SessionOptions:
+    """Options for every session of the runtime (and the benchmark): graph optimisations at
+    their default (all), sequential execution, `threads` intra-op threads (None: one per core)
+    and, unless spin, no busy-waiting between operators: the decoder runs ~150 small operators
+    per call, and spinning threads only steal the CPU from other work on a shared machine
+    (measured: no slower alone, much faster under load)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
 def open_session(
     folder: Path, f: OnnxFile, providers: list[str], threads: int | None
 ) -> ort.InferenceSession:
@@ -121,13 +143,8 @@ def open_session(
             f"{path} has {size:,} bytes but the manifest says {f.size_bytes:,}: the file is "
             f"truncated or was replaced; {hint}"
         )
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
     try:
-        s = ort.InferenceSession(str(path), so, providers=providers)
+        s = ort.InferenceSession(str(path), session_options(threads), providers=providers)
     except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail)
         raise CheckpointError(f"{path} is not a loadable ONNX model ({exc}); {hint}") from exc
     names = tuple(i.name for i in s.get_inputs())
@@ -186,6 +203,8 @@ class OnnxEngine:
         self.decoder_session = pick("decoder_fast")
         # the same decoder without the mask-input path: used for prompts without mask_input
         self.nomask_session = pick("decoder_fast_nomask", required=False)
+        # one prompt per run, tuned for onnxruntime: the fastest for prompts without mask_input
+        self.click_session = pick("decoder_click", required=False)
         self.encoder_session = pick("encoder", required=False)
         dev = "cuda" if "CUDAExecutionProvider" in self.decoder_session.get_providers() else "cpu"
         self.info = EngineInfo(
@@ -244,7 +263,8 @@ class OnnxEngine:
             raise ImageError(f"original image size must be (H, W) >= 1, got {original_size}")
         terms = self.terms_session.run(None, {"image_embeddings": emb})
         input_size = transforms_np.preprocess_shape(*original_size)
-        feats = OnnxFeatures(emb, dict(zip(TERM_NAMES, terms, strict=True)),
+        names = [o.name for o in self.terms_session.get_outputs()]
+        feats = OnnxFeatures(emb, dict(zip(names, terms, strict=True)),
                              NumpyMaskUpsampler(input_size, original_size))
         return ImageHandle(key, original_size, input_size, feats, from_cache)
 
@@ -258,8 +278,8 @@ class OnnxEngine:
                               "the OnnxEngine first")
         p = validate_prompts(prompts, handle.original_size)
         session = self.decoder_session
-        if p.mask_input is None and self.nomask_session is not None:
-            session = self.nomask_session
+        if p.mask_input is None:  # the fastest graph without the mask-input path
+            session = self.click_session or self.nomask_session or session
         low, iou = run_fast_decoder(session, feats.terms, p, handle.original_size, self.chunk)
         sl = slice(1, None) if multimask_output else slice(0, 1)
         low, iou = np.ascontiguousarray(low[:, sl]), np.ascontiguousarray(iou[:, sl])

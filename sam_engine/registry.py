@@ -1,4 +1,5 @@
-"""Known SAM checkpoints (models/manifest.json) and where installed ones are looked for."""
+"""Known SAM checkpoints (sam_engine/models_manifest.json, package data) and where installed ones
+are looked for."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from .errors import CheckpointError
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MANIFEST = REPO_ROOT / "models" / "manifest.json"
+# Package data, so that wheels and frozen desktop bundles carry it too.
+DEFAULT_MANIFEST = Path(__file__).resolve().with_name("models_manifest.json")
 REPO_CHECKPOINTS = REPO_ROOT / "models" / "checkpoints"
 ENV_MODELS = "SAM_INSPECT_MODELS"
 APP_NAME = "sam-inspect"
@@ -41,7 +43,7 @@ _REQUIRED = ("id", "arch", "filename", "url", "licence")
 
 
 def load_manifest(path: str | Path | None = None) -> dict[str, ModelSpec]:
-    """Read the manifest (default: <repo>/models/manifest.json) into {model id: ModelSpec}."""
+    """Read the manifest (default: the packaged models_manifest.json) into {model id: ModelSpec}."""
     path = Path(path) if path is not None else DEFAULT_MANIFEST
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -126,13 +128,23 @@ def _env_dirs() -> list[Path]:
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
+def bundle_models_dir() -> Path | None:
+    """`models/` beside the executable of a frozen (PyInstaller) bundle, else None. Weights are
+    never packed inside the bundle: IT copies them next to it."""
+    if not getattr(sys, "frozen", False):
+        return None
+    return Path(sys.executable).resolve().parent / "models"
+
+
 def model_dirs() -> list[Path]:
     """Folders searched for checkpoints, first match wins.
 
-    $SAM_INSPECT_MODELS (os.pathsep-separated), <repo>/models/checkpoints, the user data dir.
+    $SAM_INSPECT_MODELS (os.pathsep-separated), <repo>/models/checkpoints (or, in a frozen
+    bundle, models/ beside the executable), the user data dir.
     """
+    beside = bundle_models_dir()
     dirs: list[Path] = []
-    for d in [*_env_dirs(), REPO_CHECKPOINTS, user_data_dir()]:
+    for d in [*_env_dirs(), beside if beside is not None else REPO_CHECKPOINTS, user_data_dir()]:
         if d not in dirs:
             dirs.append(d)
     return dirs

@@ -44,6 +44,24 @@ class ImageHandle:
     from_cache: bool = False
 
 
+@dataclass(frozen=True, eq=False)
+class PreparedImage:
+    """An image made ready for an engine's encoder by `engine.prepare` (CPU only, thread safe).
+
+    rgb: the uint8 (H, W, 3) image; digest: its content hash (image_io.image_digest);
+    original_size / input_size as in ImageHandle. payload: engine-private encoder input made on
+    the worker thread (resized + normalised pixels, or a pinned upload buffer), valid only for
+    the engine kind named by `prepared_by`; other engines prepare `rgb` again.
+    """
+
+    rgb: np.ndarray = field(repr=False)
+    digest: str
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    prepared_by: str = ""
+    payload: Any = field(default=None, repr=False)
+
+
 @dataclass(init=False)
 class Masks:
     """Candidate masks for one decoder call.

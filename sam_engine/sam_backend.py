@@ -2,12 +2,17 @@
 
 set_image runs the heavy image encoder once per image (or fetches the embedding from the cache);
 predict runs only the prompt decoder (see fast_decoder) and upsamples only the mask's window.
+The encoder is the fast twin of Meta's (encoder_fast: SDPA attention, bf16/fp16 on a GPU,
+optional torch.compile) unless fast=False; prepare (worker threads) + set_images (batched
+forwards) let batch mode keep the encoder busy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,13 +23,19 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from .constants import IMG_SIZE, PIXEL_MEAN, PIXEL_STD
 from .device import DeviceChoice, choose_device
 from .embedding_cache import EmbeddingCache, cache_key
+from .encoder_input import encoder_batch, mean_std, pinned
 from .fast_decoder import FastMaskDecoder, ImageTerms
 from .image_io import image_digest, to_rgb8
 from .mask_upsample import MaskUpsampler
 from .prompts import Prompts, validate_prompts
-from .results import EngineInfo, ImageHandle, Masks
+from .results import EngineInfo, ImageHandle, Masks, PreparedImage
 
 log = logging.getLogger(__name__)
+
+# Images per encoder forward in set_images, per device type. On a CPU one image already fills
+# the cores and a batch only grows the working set.
+DEFAULT_BATCH = {"cuda": 8, "mps": 4, "cpu": 1}
+_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 @dataclass
@@ -36,8 +47,18 @@ class SamFeatures:
     upsampler: MaskUpsampler
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 class SamEngine:
-    """Segment Anything with a cached embedding per image and a fast decoder per prompt."""
+    """Segment Anything with a cached embedding per image and a fast decoder per prompt.
+
+    fast: run the encoder's fast twin (default) instead of Meta's modules. compile: also
+    torch.compile its blocks (default: $SAM_INSPECT_COMPILE); the Inductor cache lives beside
+    the embedding cache. warmup: one forward at load so the first image is not slow (default:
+    on GPUs). batch_size: images per forward in set_images (default: DEFAULT_BATCH).
+    """
 
     def __init__(
         self,
@@ -48,13 +69,19 @@ class SamEngine:
         cache: EmbeddingCache | None = None,
         checkpoint: str | None = None,
         checkpoint_sha256: str | None = None,
+        fast: bool = True,
+        compile: bool | None = None,
+        warmup: bool | None = None,
+        batch_size: int | None = None,
     ) -> None:
         self.choice = device if isinstance(device, DeviceChoice) else choose_device(device)
         self.device = torch.device(self.choice.device)
-        self.model = sam.eval().to(self.device)
+        self.model = sam.eval()
         _check_preprocessing(self.model)
         self.model_id = model_id
         self.weights_id = weights_fingerprint(self.model)
+        self.model.prompt_encoder.to(self.device)
+        self.model.mask_decoder.to(self.device)
         self.cache = cache if cache is not None else EmbeddingCache()
         self.transform = ResizeLongestSide(IMG_SIZE)
         self.decoder = FastMaskDecoder(
@@ -62,8 +89,21 @@ class SamEngine:
             self.model.mask_decoder,
             chunk=1 if self.device.type == "cpu" else None,
         )
-        self._mean = torch.tensor(PIXEL_MEAN, device=self.device).view(3, 1, 1)
-        self._std = torch.tensor(PIXEL_STD, device=self.device).view(3, 1, 1)
+        self._mean, self._std = mean_std(self.device)
+        self._mean_cpu, self._std_cpu = mean_std(torch.device("cpu"))
+        self.fast = fast
+        self.compiled = bool(_env_flag("SAM_INSPECT_COMPILE") if compile is None else compile)
+        self.batch_size = max(1, batch_size or DEFAULT_BATCH.get(self.device.type, 1))
+        self.encoder = self._build_encoder()
+        # uint8 uploads from pinned memory, resized on the device (encoder_input), on CUDA.
+        self.resize_on_device = self.device.type == "cuda"
+        self._copy_stream = torch.cuda.Stream(self.device) if self.resize_on_device else None
+        variant = [] if self.choice.dtype == "float32" else [_SHORT[self.choice.dtype]]
+        variant += ["gpu-resize"] if self.resize_on_device else []
+        self._key_extra = ".".join([self.weights_id, *variant])
+        self._prepared_by = "sam:pinned-uint8" if self.resize_on_device else "sam:cpu-pixels"
+        parts = ["fast encoder" if fast else "Meta's encoder modules"]
+        parts += ["torch.compile"] if self.compiled else []
         self.info = EngineInfo(
             name="sam",
             model_id=model_id,
@@ -71,8 +111,44 @@ class SamEngine:
             dtype=self.choice.dtype,
             checkpoint=checkpoint,
             checkpoint_sha256=checkpoint_sha256,
-            note=self.choice.reason,
+            note=f"{self.choice.reason}; {', '.join(parts)}",
         )
+        if warmup if warmup is not None else self.device.type != "cpu":
+            self.warmup()
+
+    # ------------------------------------------------------------------ encoder
+    def _build_encoder(self) -> torch.nn.Module:
+        official = self.model.image_encoder
+        if not self.fast:
+            if self.compiled:
+                raise ValueError("compile=True needs the fast encoder (fast=True)")
+            return official.to(self.device)
+        from .encoder_fast import compile_encoder, fast_encoder
+
+        twin = fast_encoder(official, dtype=self.choice.torch_dtype, device=self.device)
+        if self.compiled:
+            from .embedding_cache import default_cache_dir
+
+            compile_encoder(twin, default_cache_dir().parent / "torch-compile")
+        return twin
+
+    @torch.no_grad()
+    def warmup(self) -> None:
+        """One forward on random pixels (and on a full batch when compiled): kernels, cuBLAS /
+        cuDNN handles and compiled graphs are ready before the first image."""
+        g = torch.Generator(device=self.device).manual_seed(0)
+        for n in sorted({1, self.batch_size if self.compiled else 1}):
+            x = torch.randn(n, 3, IMG_SIZE, IMG_SIZE, generator=g, device=self.device)
+            self._run_encoder(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _run_encoder(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 1024, 1024) normalised pixels on the device -> (B, 256, 64, 64) float32."""
+        if not self.fast and self.choice.dtype != "float32" and self.device.type != "cpu":
+            with torch.autocast(self.device.type, dtype=self.choice.torch_dtype):
+                return self.encoder(x).float()
+        return self.encoder(x).float()
 
     # ------------------------------------------------------------------ image
     def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
@@ -91,30 +167,109 @@ class SamEngine:
         x = torch.nn.functional.pad(x, (0, IMG_SIZE - w, 0, IMG_SIZE - h))
         return x.unsqueeze(0)
 
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """CPU-side work for one image, safe on worker threads (no model call): conversion,
+        content digest, and the encoder input (CPU: resized, normalised, padded pixels; CUDA:
+        the uint8 image in pinned memory, resized on the GPU)."""
+        rgb = to_rgb8(image)
+        size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        if self.resize_on_device:
+            payload = pinned(np.ascontiguousarray(rgb))
+        else:
+            resized = self.transform.apply_image(rgb)
+            x = torch.from_numpy(resized).permute(2, 0, 1).float()
+            x = (x - self._mean_cpu) / self._std_cpu
+            payload = torch.nn.functional.pad(
+                x, (0, IMG_SIZE - x.shape[2], 0, IMG_SIZE - x.shape[1]))
+        return PreparedImage(rgb, image_digest(rgb), size, self.input_size(size),
+                             self._prepared_by, payload)
+
+    def _own(self, item: np.ndarray | PreparedImage) -> PreparedImage:
+        if isinstance(item, PreparedImage):
+            return item if item.prepared_by == self._prepared_by else self.prepare(item.rgb)
+        return self.prepare(item)
+
+    def _key(self, p: PreparedImage) -> str:
+        return cache_key(p.digest, self.model_id, self._key_extra)
+
+    @torch.no_grad()
+    def _encode_prepared(self, batch: Sequence[PreparedImage]) -> torch.Tensor:
+        """Enqueue one forward for prepared images: (B, 256, 64, 64) float32 on the device.
+        Nothing here waits for the device."""
+        if self.resize_on_device:
+            stream = torch.cuda.current_stream(self.device)
+            with torch.cuda.stream(self._copy_stream):
+                up = [p.payload.to(self.device, non_blocking=True) for p in batch]
+            stream.wait_stream(self._copy_stream)
+            for t in up:
+                t.record_stream(stream)
+            x = encoder_batch(up, [p.input_size for p in batch], self._mean, self._std)
+        else:
+            x = torch.stack([p.payload for p in batch]).to(self.device)
+        return self._run_encoder(x)
+
     @torch.no_grad()
     def encode(self, rgb: np.ndarray) -> torch.Tensor:
         """Image embedding (1, 256, 64, 64) float32 of an RGB uint8 image (no cache)."""
-        x = self.preprocess(rgb)
-        if self.choice.dtype != "float32" and self.device.type != "cpu":
-            with torch.autocast(self.device.type, dtype=self.choice.torch_dtype):
-                emb = self.model.image_encoder(x)
-        else:
-            emb = self.model.image_encoder(x)
-        return emb.float()
+        return self._encode_prepared([self.prepare(rgb)])
 
     def set_image(self, image: np.ndarray) -> ImageHandle:
-        rgb = to_rgb8(image)
-        original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-        key = cache_key(image_digest(rgb), self.model_id, self.weights_id)
-        cached = self.cache.get(key)
-        if cached is not None and "embedding" in cached:
-            embedding = torch.from_numpy(cached["embedding"]).to(self.device)
-            from_cache = True
-        else:
-            embedding = self.encode(rgb)
-            self.cache.put(key, {"embedding": embedding.cpu().numpy()})
-            from_cache = False
-        return self._handle(key, original_size, embedding, from_cache)
+        return self.set_prepared(self.prepare(image))
+
+    def set_prepared(self, prepared: PreparedImage) -> ImageHandle:
+        """The handle of a prepared image: cache lookup, else the encoder."""
+        return self.set_images([prepared])[0]
+
+    def set_images(self, images: Sequence[np.ndarray | PreparedImage]) -> list[ImageHandle]:
+        """Handles for several images, encoding the uncached ones `batch_size` per forward.
+
+        On a GPU the next batch is enqueued before the previous one's embeddings are copied to
+        the host for the cache, so uploads, compute and downloads overlap.
+        """
+        prepared = [self._own(im) for im in images]
+        handles: list[ImageHandle | None] = [None] * len(prepared)
+        todo: dict[str, list[int]] = {}
+        for i, p in enumerate(prepared):
+            key = self._key(p)
+            if key in todo:
+                todo[key].append(i)
+                continue
+            cached = self.cache.get(key)
+            if cached is not None and "embedding" in cached:
+                emb = torch.from_numpy(cached["embedding"]).to(self.device)
+                handles[i] = self._handle(key, p.original_size, emb, True)
+            else:
+                todo[key] = [i]
+        keys = list(todo)
+        pending = None
+        for s in range(0, len(keys), self.batch_size):
+            chunk = keys[s:s + self.batch_size]
+            emb = self._encode_prepared([prepared[todo[k][0]] for k in chunk])
+            host = self._to_host(emb)
+            if pending is not None:
+                self._finish(*pending, prepared, todo, handles)
+            pending = (chunk, emb, host)
+        if pending is not None:
+            self._finish(*pending, prepared, todo, handles)
+        return handles  # type: ignore[return-value]
+
+    def _to_host(self, emb: torch.Tensor):
+        if emb.device.type != "cuda":
+            return emb.cpu(), None
+        host = torch.empty(emb.shape, dtype=emb.dtype, pin_memory=True)
+        host.copy_(emb, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(emb.device))
+        return host, done
+
+    def _finish(self, chunk, emb, host, prepared, todo, handles) -> None:
+        arr, done = host
+        if done is not None:
+            done.synchronize()
+        for j, key in enumerate(chunk):
+            self.cache.put(key, {"embedding": arr[j:j + 1].numpy()})
+            for i in todo[key]:
+                handles[i] = self._handle(key, prepared[i].original_size, emb[j:j + 1], False)
 
     def handle_from_embedding(
         self, embedding: np.ndarray | torch.Tensor, original_size: tuple[int, int], key: str = ""

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from app.commands import export_onnx as cmd
-from sam_engine import constants, onnx_export
+from sam_engine import constants, onnx_export, onnx_quantize
 from sam_engine.onnx_graphs import ImageTermsGraph
 from sam_engine.onnx_manifest import OnnxManifest
 from tests.onnx_models import SEED, exported
@@ -92,7 +92,7 @@ def test_large_models_use_external_data(tmp_path):
     out = ort.InferenceSession(str(tmp_path / "terms.onnx")).run(None, {"image_embeddings": emb})
     inline = ort.InferenceSession(inline_bytes).run(None, {"image_embeddings": emb})
     assert all(np.array_equal(a, b) for a, b in zip(out, inline, strict=True))
-    q_ext = onnx_export._quantize(tmp_path / "terms.onnx", tmp_path / "terms.int8.onnx", True)
+    q_ext = onnx_quantize.quantize_all(tmp_path / "terms.onnx", tmp_path / "terms.int8.onnx", True)
     assert q_ext == ("terms.int8.onnx.data",)
     q = ort.InferenceSession(str(tmp_path / "terms.int8.onnx")).run(None, {"image_embeddings": emb})
     assert np.abs(q[0] - out[0]).max() < 0.1 * np.abs(out[0]).max()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
 from pycocotools import mask as coco_mask
 
+from app.findings import Inspection
 from app.measure import MM_FIELDS
 from app.store.store import InspectionStore
 
@@ -93,8 +95,13 @@ def export_csv(store: InspectionStore, out: TextIO, *, lot: str | None = None) -
 def coco_dataset(store: InspectionStore, *, lot: str | None = None) -> dict:
     """COCO instance-segmentation dict: images, categories (defect classes), annotations with
     RLE segmentations; inspection metadata is kept under each image's "sam_inspect" key."""
+    return coco_from_inspections(store.iter_inspections(lot=lot))
+
+
+def coco_from_inspections(inspections: Iterable[Inspection]) -> dict:
+    """The COCO dict of coco_dataset for any stored inspections (e.g. one folder's, in the GUI)."""
     images, annotations, categories = [], [], {}
-    for insp in store.iter_inspections(lot=lot):
+    for insp in inspections:
         size = next((f.mask.shape for f in insp.findings if f.mask is not None), None)
         images.append(
             {

@@ -293,6 +293,32 @@ class InspectionStore:
             d.deleted_at = _now()
             s.add(self._defect_audit(d, actor, "delete_defect", before))
 
+    def add_defect(self, inspection_id: int, finding: Finding, *, actor: str) -> int:
+        """Append one finding to a stored inspection (the GUI saves each accepted defect at
+        once); sets finding.id and returns it."""
+        with self._write() as s:
+            row = s.get(InspectionRow, inspection_id)
+            if row is None:
+                raise StoreError(f"no inspection with id {inspection_id} in {self.url}")
+            position = int(
+                s.scalar(
+                    select(func.count(DefectRow.id)).where(
+                        DefectRow.inspection_id == inspection_id
+                    )
+                )
+            )
+            d = self._defect_row(position, finding)
+            d.inspection_id = inspection_id
+            s.add(d)
+            s.flush()
+            s.add(
+                AuditRow(time=_now(), actor=actor, action="add_defect",
+                         inspection_id=inspection_id, defect_id=d.id, before=None,
+                         after=self._defect_state(d))
+            )
+        finding.id = d.id
+        return d.id
+
     def set_verdict(self, inspection_id: int, verdict: Verdict, *, actor: str) -> None:
         """Replace an inspection's verdict (e.g. after an operator changed its defects)."""
         with self._write() as s:
@@ -403,6 +429,36 @@ class InspectionStore:
                 return
             yield from items
             last = items[-1].id
+
+    def latest_inspection(self, image_path: str) -> Inspection | None:
+        """The newest inspection of the image stored under image_path, or None."""
+        with self._reader() as s:
+            row = s.scalars(
+                select(InspectionRow)
+                .where(InspectionRow.image_path == image_path)
+                .options(
+                    selectinload(InspectionRow.defects), selectinload(InspectionRow.reasons)
+                )
+                .order_by(InspectionRow.id.desc())
+                .limit(1)
+            ).first()
+            return None if row is None else self._to_inspection(row)
+
+    def latest_verdicts(self, image_paths: list[str]) -> dict[str, str | None]:
+        """For each image path with a stored inspection, the newest one's verdict (None while
+        it has no verdict); paths never inspected are left out. Masks are not read."""
+        out: dict[str, tuple[int, str | None]] = {}
+        with self._reader() as s:
+            for i in range(0, len(image_paths), 500):
+                chunk = image_paths[i : i + 500]
+                rows = s.execute(
+                    select(InspectionRow.image_path, InspectionRow.id, InspectionRow.verdict)
+                    .where(InspectionRow.image_path.in_(chunk))
+                ).all()
+                for path, row_id, verdict in rows:
+                    if path not in out or row_id > out[path][0]:
+                        out[path] = (row_id, verdict)
+        return {p: v for p, (_, v) in out.items()}
 
     def count_inspections(self) -> int:
         with self._reader() as s:

@@ -1,0 +1,221 @@
+"""The steps of inspecting one image, shared by the local and the Ray backend.
+
+load (CPU: decode, read prompts, engine.prepare when the engine has it) -> encode (the engine's
+image encoder) -> segment (decoder: fiducial, prompts, automatic masks) -> finish (CPU: measure,
+judge, build the Inspection record). Each step raises on a bad image or prompt file; the
+backends turn that into a logged, skipped image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.batch.discovery import ImageFile
+from app.batch.prompt_sources import PromptSource
+from app.findings import Finding, Inspection, prompts_to_dict
+from app.measure import Calibration, measure
+from app.recipe import PromptSpec, Recipe
+from app.verdict import judge
+from sam_engine.auto_masks import AutoMaskGenerator, AutoMaskSettings
+from sam_engine.errors import SamEngineError
+from sam_engine.image_io import image_digest, load_image
+from sam_engine.prompts import Prompts
+from sam_engine.results import EngineInfo, ImageHandle
+
+log = logging.getLogger(__name__)
+
+
+class InspectError(SamEngineError):
+    """One image cannot be inspected (e.g. its fiducial is not found)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs besides its engine; picklable for Ray."""
+
+    source: PromptSource
+    recipe: Recipe | None = None
+    mm_per_px: float | None = None
+    auto: AutoMaskSettings | None = None
+    auto_class: str = "defect"
+    lot: str = ""
+    station: str = ""
+    operator: str = "batch"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One image to inspect and its ledger key."""
+
+    image: ImageFile
+    key: str
+
+
+@dataclass
+class Loaded:
+    task: Task
+    rgb: np.ndarray = field(repr=False)
+    specs: list[PromptSpec]
+    prompt_file: str | None
+    prepared: Any = field(default=None, repr=False)  # engine.prepare(rgb) where available
+    seconds: dict = field(default_factory=dict)
+
+
+@dataclass
+class Segment:
+    defect_class: str
+    mask: np.ndarray = field(repr=False)
+    score: float
+    prompts: dict | None
+
+
+@dataclass
+class Segmented:
+    loaded: Loaded
+    segments: list[Segment]
+    fiducial_mask: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class ImageRecord:
+    """The result of one image: what the outputs, the store and the ledger are written from."""
+
+    rel: str
+    key: str
+    out_stem: str
+    size: tuple[int, int]
+    inspection: Inspection
+    prompt_file: str | None = None
+    seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"rel": self.rel, "key": self.key, "out_stem": self.out_stem,
+                "size": list(self.size), "prompt_file": self.prompt_file,
+                "seconds": self.seconds, "inspection": self.inspection.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImageRecord:
+        return cls(d["rel"], d["key"], d["out_stem"], tuple(d["size"]),
+                   Inspection.from_dict(d["inspection"]), d.get("prompt_file"),
+                   d.get("seconds", {}))
+
+
+def load(task: Task, job: Job, prepare=None) -> Loaded:
+    """Decode the image and read its prompts (CPU only, thread-safe)."""
+    t0 = time.perf_counter()
+    rgb = load_image(task.image.path)
+    specs = job.source.load(task.image)
+    ref = job.source.locate(task.image)
+    prepared = prepare(rgb) if prepare is not None else None
+    return Loaded(task, rgb, specs, ref.path, prepared,
+                  {"load": time.perf_counter() - t0})
+
+
+def encode(engine, loaded: Loaded) -> ImageHandle:
+    """The image's handle: engine.set_prepared when the engine has it, else set_image."""
+    set_prepared = getattr(engine, "set_prepared", None)
+    if loaded.prepared is not None and set_prepared is not None:
+        return set_prepared(loaded.prepared)
+    return engine.set_image(loaded.rgb)
+
+
+def _fiducial(engine, handle: ImageHandle, recipe: Recipe, loaded: Loaded):
+    masks = engine.predict(handle, Prompts.from_boxes([recipe.fiducial_box]),
+                           multimask_output=False)
+    mask = masks.best(0)
+    if not mask.any():
+        raise InspectError(f"{loaded.task.image.path}: no fiducial found in "
+                           f"{list(recipe.fiducial_box)} (recipe {recipe.path})")
+    ys, xs = np.nonzero(mask)
+    return mask, (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
+
+
+def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
+            generator: AutoMaskGenerator | None = None) -> Segmented:
+    """Masks for the image's prompts (box-only prompts decoded as one batch) and, with auto
+    settings, the automatic masks. Empty masks are dropped."""
+    t0 = time.perf_counter()
+    size = handle.original_size
+    recipe = job.recipe
+    fid_mask = fid_xy = None
+    needs_fiducial = any(s.frame == "fiducial" for s in loaded.specs)
+    if recipe is not None and recipe.fiducial_box is not None and (
+        needs_fiducial or (recipe.fiducial_diameter_mm is not None and job.mm_per_px is None)
+    ):
+        fid_mask, fid_xy = _fiducial(engine, handle, recipe, loaded)
+    try:
+        prompts = [s.to_prompts(size, fid_xy) for s in loaded.specs]
+    except ValueError as exc:
+        raise InspectError(f"{loaded.task.image.path}: {exc}") from None
+    found: dict[int, Segment] = {}
+    box_only = [i for i, p in enumerate(prompts) if p.n_boxes and not p.n_points]
+    if box_only:
+        boxes = np.concatenate([prompts[i].boxes for i in box_only])
+        res = engine.predict(handle, Prompts.from_boxes(boxes), multimask_output=False)
+        for b, i in enumerate(box_only):
+            found[i] = Segment(loaded.specs[i].defect_class, res.best(b),
+                               float(res.scores[b].max()), prompts_to_dict(prompts[i]))
+    for i, p in enumerate(prompts):
+        if i in found:
+            continue
+        res = engine.predict(handle, p, multimask_output=p.n_boxes == 0)
+        found[i] = Segment(loaded.specs[i].defect_class, res.best(0), float(res.scores[0].max()),
+                           prompts_to_dict(p))
+    segments = [found[i] for i in range(len(prompts))]
+    if generator is not None:
+        for m in generator.generate(handle):
+            segments.append(Segment(job.auto_class, m.mask, m.score,
+                                    {"points": [list(m.point)], "labels": [1], "boxes": None}))
+    kept = [s for s in segments if s.mask.any()]
+    if len(kept) < len(segments):
+        log.info("%s: %d prompt(s) gave an empty mask", loaded.task.image.path,
+                 len(segments) - len(kept))
+    loaded.seconds["segment"] = time.perf_counter() - t0
+    return Segmented(loaded, kept, fid_mask)
+
+
+def calibration_for(job: Job, fiducial_mask: np.ndarray | None) -> Calibration:
+    if job.mm_per_px is not None:
+        return Calibration(job.mm_per_px)
+    if job.recipe is None:
+        return Calibration(None)
+    if job.recipe.fiducial_diameter_mm is not None:
+        return job.recipe.calibrate(fiducial_mask)
+    return job.recipe.calibration
+
+
+def finish(seg: Segmented, job: Job, info: EngineInfo) -> ImageRecord:
+    """Measure every mask, judge against the recipe, and build the record (CPU only)."""
+    t0 = time.perf_counter()
+    loaded = seg.loaded
+    cal = calibration_for(job, seg.fiducial_mask)
+    datum = job.recipe.datum if job.recipe is not None else None
+    findings = [Finding(s.defect_class, s.mask, measure(s.mask, cal, datum=datum), s.score,
+                        s.prompts, source=info.name) for s in seg.segments]
+    recipe = job.recipe
+    image = loaded.task.image
+    inspection = Inspection(
+        image_path=str(image.path), image_sha256=image_digest(loaded.rgb),
+        part_id=image.path.stem, lot=job.lot, station=job.station, operator=job.operator,
+        engine=info.name, model_id=info.model_id, checkpoint_sha256=info.checkpoint_sha256,
+        recipe_name=recipe.name if recipe else "", recipe_version=recipe.version if recipe else "",
+        findings=findings, verdict=judge(findings, recipe) if recipe is not None else None)
+    loaded.seconds["finish"] = time.perf_counter() - t0
+    return ImageRecord(image.rel, loaded.task.key, image.out_stem,
+                       (int(loaded.rgb.shape[0]), int(loaded.rgb.shape[1])), inspection,
+                       loaded.prompt_file, dict(loaded.seconds))
+
+
+def inspect(engine, task: Task, job: Job, generator: AutoMaskGenerator | None = None
+            ) -> ImageRecord:
+    """All steps in sequence (the Ray workers' path; the local backend pipelines them)."""
+    loaded = load(task, job, getattr(engine, "prepare", None))
+    t0 = time.perf_counter()
+    handle = encode(engine, loaded)
+    loaded.seconds["encode"] = time.perf_counter() - t0
+    return finish(segment(engine, handle, loaded, job, generator), job, engine.info)

@@ -1,0 +1,285 @@
+"""The work on the current image: prompts, masks, candidates, accepted defects, undo.
+
+Prompts may be given before the embedding is ready; they are decoded as soon as it is. Only
+regions without a decoded result are sent to the decoder worker, one at a time, so undo/redo
+between snapshots shows stored results at once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QColor, QUndoStack
+
+from app.findings import Finding, Inspection, Verdict, prompts_to_dict
+from app.gui.autosave import IN_PROGRESS, NOT_STARTED, Autosave
+from app.gui.canvas import Canvas
+from app.gui.commands import AcceptCommand, ClassCommand, DeleteCommand, PromptCommand
+from app.gui.images import LoadedImage
+from app.gui.mask_geometry import MaskShape, mask_shape
+from app.gui.session import PromptSession, Region, RegionResult, Snapshot, add_box, add_point
+from app.gui.workers import DecodeRequest, DecodeResult, EngineHost, Prepared
+from app.overlay import PALETTE
+from app.store import StoreError
+
+UNDO_LIMIT = 50
+
+
+class Annotator(QObject):
+    candidateInfo = Signal(str)
+    defectsUpdated = Signal()
+    statusChanged = Signal(object, str)  # path, status
+    message = Signal(str)  # an error for the message bar
+    latency = Signal(float, float)  # decode ms, prompt-to-painted ms
+
+    def __init__(self, canvas: Canvas, host: EngineHost, autosave: Autosave, parent=None):
+        super().__init__(parent)
+        self.canvas = canvas
+        self.host = host
+        self.autosave = autosave
+        self.undo = QUndoStack(self)
+        self.undo.setUndoLimit(UNDO_LIMIT)
+        self.path: Path | None = None
+        self.image: LoadedImage | None = None
+        self.prepared: Prepared | None = None
+        self.inspection: Inspection | None = None
+        self.snapshot: Snapshot = ()
+        self.session = PromptSession()
+        self.current_class = autosave.class_names[0]
+        self._shapes: dict[tuple[int, int], MaskShape | None] = {}
+        self._in_flight: int | None = None
+        self._prompt_time: dict[int, float] = {}
+        self._waiting_paint: tuple[int, float, float] | None = None  # generation, t0, decode ms
+        self._defect_shapes: dict[int, MaskShape | None] = {}
+        host.decoded.connect(self._on_decoded)
+        host.decodeFailed.connect(self._on_decode_failed)
+        canvas.overlayPainted.connect(self._on_painted)
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, path: Path, image: LoadedImage, lut=None) -> None:
+        """Show a newly opened image (its embedding may still be computing)."""
+        self.path, self.image, self.prepared = path, image, None
+        self.snapshot = ()
+        self.session = PromptSession()
+        self._shapes.clear()
+        self._defect_shapes.clear()
+        self._in_flight = None
+        self.undo.clear()
+        self.canvas.set_image(image, lut)
+        try:
+            self.inspection = self.autosave.load(path)
+        except StoreError as exc:
+            self.inspection = None
+            self.message.emit(str(exc))
+        self.defects_changed()
+        self.candidateInfo.emit("")
+
+    def set_prepared(self, prepared: Prepared) -> None:
+        if self.image is None or prepared.image.path != self.path:
+            self.set_image(prepared.image.path, prepared.image)
+        self.prepared = prepared
+        self._request_missing()
+
+    def clear_image(self) -> None:
+        self.path = self.image = self.prepared = self.inspection = None
+        self.snapshot = ()
+        self.undo.clear()
+        self.canvas.set_image(None)
+        self.defects_changed()
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [] if self.inspection is None else self.inspection.findings
+
+    @property
+    def active(self) -> Region | None:
+        return self.snapshot[-1] if self.snapshot else None
+
+    def status(self) -> str:
+        insp = self.inspection
+        if insp is not None and insp.verdict is not None:
+            return insp.verdict.status
+        if insp is not None or self.snapshot:
+            return IN_PROGRESS
+        return NOT_STARTED
+
+    # ------------------------------------------------------------------ prompts
+    def add_point(self, x: float, y: float, label: int) -> None:
+        if self.image is None:
+            return
+        after = add_point(self.snapshot, x, y, label)
+        self._prompt_time[after[-1].uid] = time.perf_counter()
+        kind = "positive" if label else "negative"
+        self.undo.push(PromptCommand(self, self.snapshot, after, f"{kind} point"))
+
+    def add_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        if self.image is None:
+            return
+        after = add_box(self.snapshot, (x0, y0, x1, y1))
+        self._prompt_time[after[-1].uid] = time.perf_counter()
+        self.undo.push(PromptCommand(self, self.snapshot, after, "box"))
+
+    def clear_prompts(self) -> None:
+        if self.snapshot:
+            self.undo.push(PromptCommand(self, self.snapshot, (), "clear prompts"))
+
+    def show_snapshot(self, snapshot: Snapshot) -> None:
+        """Make a snapshot current (called by the undo commands)."""
+        was_empty = not self.snapshot
+        self.snapshot = snapshot
+        points = [p for r in snapshot for p in r.points]
+        boxes = [r.box for r in snapshot if r.box is not None]
+        self.canvas.set_markers(points, boxes)
+        self._refresh_live()
+        self._request_missing()
+        if was_empty != (not snapshot) and self.path is not None:
+            self.statusChanged.emit(self.path, self.status())
+
+    def _request_missing(self) -> None:
+        if self.prepared is None or self._in_flight is not None:
+            return
+        region = next((r for r in reversed(self.snapshot)
+                       if r.uid not in self.session.results), None)
+        if region is None:
+            return
+        self._in_flight = region.uid
+        self.host.decode(DecodeRequest(region.uid, self.prepared.handle,
+                                       self.session.prompts(region)))
+
+    def _on_decoded(self, result: DecodeResult) -> None:
+        if result.key != self._in_flight:
+            return  # for an image no longer shown
+        self._in_flight = None
+        self.session.results[result.key] = RegionResult(result.masks, result.decode_ms)
+        best = result.masks.best_index(0)
+        self._shapes[(result.key, best)] = result.shape
+        if any(r.uid == result.key for r in self.snapshot):
+            self._refresh_live()
+            t0 = self._prompt_time.pop(result.key, None)
+            if t0 is not None:
+                self._waiting_paint = (self.canvas.overlay_generation, t0, result.decode_ms)
+        self._request_missing()
+
+    def _on_decode_failed(self, key: int, message: str) -> None:
+        if key == self._in_flight:
+            self._in_flight = None
+            self.message.emit(message)
+
+    def _on_painted(self, generation: int) -> None:
+        if self._waiting_paint is not None and generation >= self._waiting_paint[0]:
+            _, t0, decode_ms = self._waiting_paint
+            self._waiting_paint = None
+            self.latency.emit(decode_ms, (time.perf_counter() - t0) * 1e3)
+
+    def _shape(self, region: Region) -> MaskShape | None:
+        c = self.session.candidate(region)
+        if c is None:
+            return None
+        key = (region.uid, c)
+        if key not in self._shapes:
+            self._shapes[key] = mask_shape(self.session.results[region.uid].masks.mask(0, c))
+        return self._shapes[key]
+
+    def _refresh_live(self) -> None:
+        self.canvas.set_live([s for r in self.snapshot if (s := self._shape(r)) is not None])
+        self._emit_candidate()
+
+    def _emit_candidate(self) -> None:
+        region = self.active
+        if region is None:
+            self.candidateInfo.emit("")
+            return
+        c = self.session.candidate(region)
+        if c is None:
+            wait = "computing the embedding…" if self.prepared is None else "segmenting…"
+            self.candidateInfo.emit(wait)
+            return
+        n = self.session.n_candidates(region)
+        what = "predicted IoU" if self.host.engine is None or \
+            self.host.engine.info.name != "classic" else "score"
+        shape = self._shape(region)
+        area = 0 if shape is None else shape.area_px
+        self.candidateInfo.emit(f"candidate {c + 1}/{n} · {what} {self.session.score(region):.3f}"
+                                f" · {area} px")
+
+    def cycle(self, step: int = 1) -> None:
+        if self.active is not None and self.session.cycle(self.active, step) is not None:
+            self._refresh_live()
+
+    def choose(self, c: int) -> None:
+        if self.active is not None and self.session.choose(self.active, c):
+            self._refresh_live()
+
+    # ------------------------------------------------------------------ defects
+    def store_call(self, fn, *args) -> bool:
+        """Run a store write; a failure goes to the message bar (nothing is half-written)."""
+        try:
+            fn(*args)
+        except (StoreError, OSError) as exc:
+            self.message.emit(f"could not save to the inspection database: {exc}")
+            return False
+        return True
+
+    def accept(self) -> None:
+        """Enter: every region's chosen mask becomes a defect of the current class."""
+        if self.image is None or not self.snapshot:
+            return
+        if any(self.session.candidate(r) is None for r in self.snapshot):
+            self.message.emit("the mask is still being computed: press Enter again when it shows")
+            return
+        findings = []
+        for region in self.snapshot:
+            mask = self.session.mask(region)
+            if not mask.any():
+                continue
+            prompts = prompts_to_dict(self.session.prompts(region))
+            findings.append(self.autosave.make_finding(mask, self.current_class,
+                                                       self.session.score(region), prompts))
+        if not findings:
+            self.message.emit("the mask is empty: add a point or a box on the defect")
+            return
+        if self.inspection is None:
+            self.inspection = self.autosave.new_inspection(self.path, self.image.digest)
+        if not self.store_call(self.autosave.add, self.inspection, findings):
+            return
+        self.undo.push(AcceptCommand(self, self.snapshot, findings))
+
+    def delete(self, finding: Finding) -> None:
+        if self.store_call(self.autosave.remove, self.inspection, [finding]):
+            self.undo.push(DeleteCommand(self, finding))
+
+    def set_class(self, finding: Finding, defect_class: str) -> None:
+        old = finding.defect_class
+        if old != defect_class and self.store_call(self.autosave.set_class, self.inspection,
+                                                   finding, defect_class):
+            self.undo.push(ClassCommand(self, finding, old, defect_class))
+
+    def finish(self) -> Verdict | None:
+        """Judge the image and store its verdict."""
+        if self.image is None:
+            return None
+        if self.inspection is None:
+            self.inspection = self.autosave.new_inspection(self.path, self.image.digest)
+        if not self.store_call(self.autosave.finish, self.inspection):
+            return None
+        self.defects_changed()
+        return self.inspection.verdict
+
+    def live_verdict(self) -> Verdict:
+        return self.autosave.verdict(self.findings)
+
+    def defects_changed(self) -> None:
+        shapes = []
+        for i, f in enumerate(self.findings):
+            if id(f) not in self._defect_shapes:
+                self._defect_shapes[id(f)] = None if f.mask is None else mask_shape(f.mask)
+            shape = self._defect_shapes[id(f)]
+            if shape is not None:
+                colour = QColor(*(int(v) for v in PALETTE[i % len(PALETTE)]))
+                shapes.append((shape, colour, f"{i + 1} {f.defect_class}"))
+        self.canvas.set_defects(shapes)
+        self.defectsUpdated.emit()
+        if self.path is not None:
+            self.statusChanged.emit(self.path, self.status())

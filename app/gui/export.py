@@ -1,0 +1,43 @@
+"""Export one folder's stored annotations: COCO JSON (RLE masks) and one PNG label map per image.
+
+The inspection store is the source of truth; these files are views of it (no Qt here).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from app import atomic_write
+from app.findings import Inspection
+from app.overlay import label_map
+from app.store.export import coco_from_inspections
+
+COCO_NAME = "annotations_coco.json"
+MASKS_DIR = "masks"
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    coco_path: Path
+    masks_dir: Path
+    images: int
+    defects: int
+
+
+def export_folder(inspections: list[Inspection], out_dir: str | Path) -> ExportSummary:
+    """Write out_dir/annotations_coco.json and out_dir/masks/<image stem>.png (uint16 label map:
+    0 background, i + 1 on defect i of the image, in the order of the COCO annotations)."""
+    out = Path(out_dir)
+    data = coco_from_inspections(inspections)
+    coco_path = atomic_write.write_text(out / COCO_NAME, json.dumps(data, indent=1))
+    n_defects = 0
+    for insp in inspections:
+        masks = [f.mask for f in insp.findings if f.mask is not None]
+        if not masks:
+            continue
+        n_defects += len(masks)
+        atomic_write.write_png(out / MASKS_DIR / f"{Path(insp.image_path).stem}.png",
+                               label_map(masks, masks[0].shape))
+    return ExportSummary(coco_path, out / MASKS_DIR, len(inspections), n_defects)

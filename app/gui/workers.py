@@ -1,0 +1,333 @@
+"""Worker threads: the engine's encoder and decoder never run on the UI thread.
+
+EngineHost (UI thread) owns three QThreads: the encoder worker loads the engine, decodes image
+files and computes embeddings one job at a time; the decoder worker runs predict for the latest
+prompt (older pending requests are dropped: only the newest prompt state matters); the thumbnail
+worker makes the folder's thumbnails. The host decides what the encoder does next (the current
+image first, then the next `prefetch` images of the folder) and keeps the prepared images in a
+small LRU, so moving to the next image usually finds its embedding ready. A running encoder job
+cannot be interrupted: jumping far away while a prefetch encodes waits for that one job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from app.gui.images import LoadedImage, load_for_display, make_thumbnail
+from app.gui.mask_geometry import MaskShape, mask_shape
+from sam_engine.errors import SamEngineError
+from sam_engine.prompts import Prompts
+from sam_engine.results import ImageHandle, Masks
+
+log = logging.getLogger(__name__)
+
+
+def describe_error(exc: BaseException, what: str) -> str:
+    """A sentence for the message bar: what failed and what to do."""
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return (f"out of memory while {what}: close other programs, use a smaller image or a "
+                "smaller model (sam-inspect gui --model vit_b)")
+    if isinstance(exc, SamEngineError | OSError):
+        return f"{what} failed: {exc}"
+    log.exception("unexpected error while %s", what)
+    return f"{what} failed: unexpected {type(exc).__name__}: {exc} (details in the log)"
+
+
+def encode(engine, rgb: np.ndarray) -> ImageHandle:
+    """The image's handle through the engine's prepare/set_prepared when it has them."""
+    prepare = getattr(engine, "prepare", None)
+    set_prepared = getattr(engine, "set_prepared", None)
+    if prepare is not None and set_prepared is not None:
+        return set_prepared(prepare(rgb))
+    return engine.set_image(rgb)
+
+
+@dataclass
+class Prepared:
+    """An image ready for prompts: decoded, with its embedding."""
+
+    image: LoadedImage
+    handle: ImageHandle
+    encode_ms: float
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    key: int  # region uid
+    handle: ImageHandle
+    prompts: Prompts
+
+
+@dataclass
+class DecodeResult:
+    key: int
+    masks: Masks
+    shape: MaskShape | None  # of the best candidate
+    decode_ms: float
+
+
+class EncoderWorker(QObject):
+    engineReady = Signal(object)
+    engineFailed = Signal(str)
+    loaded = Signal(object, object)  # path, LoadedImage
+    encoded = Signal(object, object)  # path, Prepared
+    failed = Signal(object, str)  # path, message
+    done = Signal(object)  # path (after loaded/encoded/failed)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine = None
+
+    @Slot(object)
+    def load_engine(self, factory: Callable[[], object]) -> None:
+        try:
+            self.engine = factory()
+        except Exception as exc:  # shown in the window; the app keeps running
+            self.engineFailed.emit(describe_error(exc, "loading the engine"))
+            return
+        self.engineReady.emit(self.engine)
+
+    @Slot(object)
+    def run_job(self, path: Path) -> None:
+        try:
+            image = load_for_display(path)
+            self.loaded.emit(path, image)
+            t0 = time.perf_counter()
+            handle = encode(self.engine, image.rgb)
+            self.encoded.emit(path, Prepared(image, handle, (time.perf_counter() - t0) * 1e3))
+        except Exception as exc:
+            self.failed.emit(path, describe_error(exc, f"opening {path.name}"))
+        finally:
+            self.done.emit(path)
+
+
+class DecoderWorker(QObject):
+    decoded = Signal(object)  # DecodeResult
+    failed = Signal(object, str)  # key, message
+    done = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine = None
+
+    @Slot(object)
+    def run(self, req: DecodeRequest) -> None:
+        try:
+            t0 = time.perf_counter()
+            masks = self.engine.predict(req.handle, req.prompts, multimask_output=True)
+            best = masks.best(0)
+            ms = (time.perf_counter() - t0) * 1e3
+            self.decoded.emit(DecodeResult(req.key, masks, mask_shape(best), ms))
+        except Exception as exc:
+            self.failed.emit(req.key, describe_error(exc, "segmenting"))
+        finally:
+            self.done.emit()
+
+
+class ThumbnailWorker(QObject):
+    thumbnail = Signal(object, object)  # path, RGB uint8 array or None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0  # bumped from the UI thread to cancel a running batch
+        self._lock = threading.Lock()
+
+    def cancel(self) -> int:
+        with self._lock:
+            self.generation += 1
+            return self.generation
+
+    @Slot(object, int)
+    def run(self, paths: list[Path], generation: int) -> None:
+        for path in paths:
+            with self._lock:
+                if generation != self.generation:
+                    return
+            try:
+                thumb = make_thumbnail(path)
+            except Exception:  # the folder list marks the file unreadable
+                thumb = None
+            self.thumbnail.emit(path, thumb)
+
+
+class EngineHost(QObject):
+    """The UI thread's side of the workers: scheduling, prefetch, the prepared-image LRU."""
+
+    engineReady = Signal(object)
+    engineFailed = Signal(str)
+    imageLoaded = Signal(object, object)  # path, LoadedImage (before its embedding)
+    imageReady = Signal(object, object)  # path, Prepared
+    imageFailed = Signal(object, str)
+    busy = Signal(object)  # path being encoded, or None when the encoder is idle
+    decoded = Signal(object)  # DecodeResult
+    decodeFailed = Signal(object, str)
+    thumbnail = Signal(object, object)
+
+    _load_engine = Signal(object)
+    _encode = Signal(object)
+    _decode = Signal(object)
+    _thumbs = Signal(object, int)
+
+    def __init__(self, prefetch: int = 2, parent=None) -> None:
+        super().__init__(parent)
+        self.prefetch = max(0, int(prefetch))
+        self.engine = None
+        self.paths: list[Path] = []
+        self.current: Path | None = None
+        self.ready: OrderedDict[Path, Prepared] = OrderedDict()
+        self.failed: dict[Path, str] = {}
+        self.encoding: Path | None = None
+        self.decoding = False
+        self.pending_decode: DecodeRequest | None = None
+        self.encode_jobs = 0  # encoder jobs run (each may be a cache hit inside the engine)
+
+        self._threads: list[QThread] = []
+        self._enc = EncoderWorker()
+        self._dec = DecoderWorker()
+        self._thumb = ThumbnailWorker()
+        for worker in (self._enc, self._dec, self._thumb):
+            thread = QThread(self)
+            worker.moveToThread(thread)
+            thread.start()
+            self._threads.append(thread)
+        self._load_engine.connect(self._enc.load_engine)
+        self._encode.connect(self._enc.run_job)
+        self._decode.connect(self._dec.run)
+        self._thumbs.connect(self._thumb.run)
+        self._enc.engineReady.connect(self._on_engine)
+        self._enc.engineFailed.connect(self.engineFailed)
+        self._enc.loaded.connect(self._on_loaded)
+        self._enc.encoded.connect(self._on_encoded)
+        self._enc.failed.connect(self._on_failed)
+        self._enc.done.connect(self._on_done)
+        self._dec.decoded.connect(self._on_decoded)
+        self._dec.failed.connect(self.decodeFailed)
+        self._dec.done.connect(self._on_decode_done)
+        self._thumb.thumbnail.connect(self.thumbnail)
+
+    @property
+    def capacity(self) -> int:
+        """Prepared images kept: the current one, the prefetched ones and the previous one."""
+        return self.prefetch + 2
+
+    # ------------------------------------------------------------------ engine
+    def load_engine(self, factory: Callable[[], object]) -> None:
+        """Build the engine on the encoder thread (importing torch and loading weights takes
+        seconds)."""
+        self._load_engine.emit(factory)
+
+    def _on_engine(self, engine) -> None:
+        self.engine = engine
+        self._dec.engine = engine
+        self.ready.clear()
+        self.engineReady.emit(engine)
+        self._schedule()
+
+    # ------------------------------------------------------------------ images
+    def set_folder(self, paths: list[Path]) -> None:
+        self.paths = list(paths)
+        self.ready.clear()
+        self.failed.clear()
+        self.current = None
+        generation = self._thumb.cancel()
+        self._thumbs.emit(list(paths), generation)
+
+    def open(self, path: Path) -> Prepared | None:
+        """Make path current; returns its Prepared at once when it is ready (prefetched), else
+        imageLoaded / imageReady / imageFailed follow."""
+        self.current = path
+        self.failed.pop(path, None)  # a retry
+        prepared = self.ready.get(path)
+        if prepared is not None:
+            self.ready.move_to_end(path)
+        self._schedule()
+        return prepared
+
+    def retry(self, path: Path) -> None:
+        self.failed.pop(path, None)
+        self._schedule()
+
+    def _wanted(self) -> list[Path]:
+        """What the encoder should hold: the current image, then the next ones."""
+        if self.current is None:
+            return []
+        want = [self.current]
+        if self.current in self.paths:
+            i = self.paths.index(self.current)
+            want += self.paths[i + 1 : i + 1 + self.prefetch]
+        return want
+
+    def _schedule(self) -> None:
+        if self.engine is None or self.encoding is not None:
+            return
+        for path in self._wanted():
+            if path not in self.ready and path not in self.failed:
+                self.encoding = path
+                self.encode_jobs += 1
+                self.busy.emit(path)
+                self._encode.emit(path)
+                return
+        self.busy.emit(None)
+
+    def _on_loaded(self, path: Path, image: LoadedImage) -> None:
+        if path == self.current:
+            self.imageLoaded.emit(path, image)
+
+    def _on_encoded(self, path: Path, prepared: Prepared) -> None:
+        self.ready[path] = prepared
+        self.ready.move_to_end(path)
+        keep = set(self._wanted())
+        while len(self.ready) > self.capacity:
+            victim = next((p for p in self.ready if p not in keep), None)
+            if victim is None:
+                break
+            del self.ready[victim]
+        if path == self.current:
+            self.imageReady.emit(path, prepared)
+
+    def _on_failed(self, path: Path, message: str) -> None:
+        self.failed[path] = message
+        if path == self.current:
+            self.imageFailed.emit(path, message)
+
+    def _on_done(self, path: Path) -> None:
+        self.encoding = None
+        self._schedule()
+
+    # ------------------------------------------------------------------ prompts
+    def decode(self, request: DecodeRequest) -> None:
+        """Decode on the worker; while it is busy only the newest request waits."""
+        if self.decoding:
+            self.pending_decode = request
+            return
+        self.decoding = True
+        self._decode.emit(request)
+
+    def _on_decoded(self, result: DecodeResult) -> None:
+        self.decoded.emit(result)
+
+    def _on_decode_done(self) -> None:
+        self.decoding = False
+        if self.pending_decode is not None:
+            req, self.pending_decode = self.pending_decode, None
+            self.decode(req)
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self, wait_ms: int | None = None) -> bool:
+        """Stop the threads; True when all ended (an encoder job cannot be interrupted)."""
+        self._thumb.cancel()
+        for thread in self._threads:
+            thread.quit()
+        ok = True
+        for thread in self._threads:
+            ok &= thread.wait() if wait_ms is None else thread.wait(wait_ms)
+        return ok

@@ -1,0 +1,10 @@
+"""Entry script of the frozen desktop bundle: `sam-inspect` (see app/desktop.py)."""
+
+import multiprocessing
+import sys
+
+from app.desktop import main
+
+if __name__ == "__main__":
+    multiprocessing.freeze_support()  # a frozen child process must not start the GUI again
+    sys.exit(main())
