@@ -4,8 +4,8 @@
     sam-inspect --version           version, flavour and git hash
     sam-inspect [FOLDER] [...]      the GUI (app.gui.main.main), imported only here
 
-Logs go to app.paths.log_dir() (sam-inspect.log, rotated); the first start without any model
-logs and prints how to install one.
+Logs go to app.paths.log_dir() (sam-inspect.log, rotated) and the console when there is one;
+the first start without any model logs there how to install one.
 """
 
 from __future__ import annotations
@@ -52,16 +52,15 @@ def first_run_message() -> str | None:
     if status.any:
         return None
     marker = paths.user_data_dir() / FIRST_RUN_MARKER
-    message = paths.no_models_message(status)
-    log.info("%s", message)
     if marker.exists():
+        log.info("no SAM model found in %s", ", ".join(str(d) for d in status.searched))
         return None
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text("shown\n", encoding="utf-8")
     except OSError:
         pass
-    return message
+    return paths.no_models_message(status)
 
 
 def version_line() -> str:
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_self_test(argv)
     message = first_run_message()
     if message:
-        print(message, file=sys.stderr)
+        log.warning("%s", message)  # to the log file and, when there is one, the console
     try:
         from .gui.main import main as gui_main
     except ImportError as exc:

@@ -36,8 +36,8 @@ def load_onnx_engine(models_dir: str | Path) -> Engine:
     """The torch-free ONNX engine on an export folder (through the factory when it knows it)."""
     from sam_engine import factory
 
-    if "onnx" in factory.ENGINE_NAMES:
-        return load_engine("onnx", models_dir=models_dir)  # type: ignore[call-arg]
+    if "onnx" in getattr(factory, "ALL_ENGINES", factory.ENGINE_NAMES):
+        return load_engine("onnx", models_dir=models_dir)
     from sam_engine.onnx_runtime import OnnxEngine
 
     return OnnxEngine(models_dir)
@@ -80,6 +80,6 @@ def load_desktop_engine(engine: str = "auto", models_dir: str | Path | None = No
     else:
         note = ("no SAM model installed: using the default engine (copy an ONNX export or a "
                 f"checkpoint into {paths.models_install_dir()})")
-        log.info("%s", paths.no_models_message(status))
+        log.info("%s", note)
     eng.info = replace(eng.info, note=note)
     return eng

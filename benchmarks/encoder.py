@@ -136,6 +136,20 @@ def sync_free(eng: SamEngine, dev: torch.device) -> bool | None:
         torch.cuda.set_sync_debug_mode("default")
 
 
+def profile(eng: SamEngine, dev: torch.device, n: int) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    x = torch.randn(n, 3, IMG_SIZE, IMG_SIZE, device=dev)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.no_grad(), prof(activities=acts) as p:
+        eng._run_encoder(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    print(p.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=70))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="vit_b", choices=("vit_b", "vit_l", "vit_h", "vit_t"))
@@ -146,6 +160,7 @@ def main() -> None:
     ap.add_argument("--baseline-reps", type=int, default=None, help="default: --reps")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="print the forward's top kernels")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
     breps = args.baseline_reps or args.reps
@@ -204,6 +219,8 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
+    if args.profile:
+        profile(engines["ours"], dev, max(args.batch))
     print(f"\n{args.model}, random weights, {res['image'][0]}x{res['image'][1]} images, {name} "
           f"({choice.device}, ours {choice.dtype}, {res['threads']} threads), torch "
           f"{torch.__version__}\n")

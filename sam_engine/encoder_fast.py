@@ -64,26 +64,32 @@ def rel_pos_sdpa(
     n, heads, qh, qw, kh = rel_h.shape
     kw = rel_w.shape[-1]
     s = kh * kw
-    row_bytes = heads * qw * s * q.element_size()  # one query row of one item
-    if n * qh * row_bytes <= budget:
-        mask = q.new_empty(n, heads, qh, qw, kh, kw)
-        torch.add(rel_h.unsqueeze(-1), rel_w.unsqueeze(-2), out=mask)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.view(n, heads, -1, s))
+    # CUDA's memory-efficient kernel wants mask rows 16-element aligned: pad the buffer's rows
+    # (torch would otherwise copy the mask into an aligned one on every call).
+    sp = -(-s // 16) * 16 if q.is_cuda else s
+    row_bytes = heads * qw * sp * q.element_size()  # one query row of one item
     rows = max(1, min(qh, budget // row_bytes))
-    items = max(1, budget // (qh * row_bytes)) if rows == qh else 1
-    buf = q.new_empty(items * heads * rows * qw * s)
+    items = max(1, min(n, budget // (qh * row_bytes))) if rows == qh else 1
+    buf = q.new_empty(items * heads * rows * qw * sp)
+
+    def mask(i0: int, i: int, r0: int, r: int) -> torch.Tensor:
+        """(i, heads, r*qw, s) mask for items i0:i0+i, query rows r0:r0+r, built in `buf`."""
+        m = buf[: i * heads * r * qw * sp].view(i, heads, r * qw, sp)[..., :s]
+        torch.add(rel_h[i0:i0 + i, :, r0:r0 + r, :, :, None],
+                  rel_w[i0:i0 + i, :, r0:r0 + r, :, None, :],
+                  out=m.unflatten(2, (r, qw)).unflatten(-1, (kh, kw)))
+        return m
+
+    if rows == qh and items == n:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask(0, n, 0, qh))
     out = q.new_empty(n, qh * qw, heads, v.shape[-1]).transpose(1, 2)
     for i0 in range(0, n, items):
         i1 = min(n, i0 + items)
         for r0 in range(0, qh, rows):
             r1 = min(qh, r0 + rows)
-            m = buf[: (i1 - i0) * heads * (r1 - r0) * qw * s].view(i1 - i0, heads, r1 - r0, qw,
-                                                                    kh, kw)
-            torch.add(rel_h[i0:i1, :, r0:r1, :, :, None], rel_w[i0:i1, :, r0:r1, :, None, :],
-                      out=m)
+            m = mask(i0, i1 - i0, r0, r1 - r0)
             out[i0:i1, :, r0 * qw:r1 * qw] = F.scaled_dot_product_attention(
-                q[i0:i1, :, r0 * qw:r1 * qw], k[i0:i1], v[i0:i1],
-                attn_mask=m.view(i1 - i0, heads, (r1 - r0) * qw, s))
+                q[i0:i1, :, r0 * qw:r1 * qw], k[i0:i1], v[i0:i1], attn_mask=m)
     return out
 
 

@@ -89,6 +89,8 @@ class FastTinyAttention(nn.Module):
         q, k, v = (t[..., :kd].transpose(1, 2), t[..., kd:2 * kd].transpose(1, 2),
                    t[..., 2 * kd:].transpose(1, 2))
         bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
+        if q.is_cuda and length % 16:  # aligned rows for the memory-efficient kernel
+            bias = F.pad(bias, (0, -length % 16))[..., :length]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
 
 

@@ -10,7 +10,10 @@ from .errors import SamEngineError
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("auto", "sam", "classic")
+ENGINE_NAMES = ("auto", "sam", "classic")  # the CLI's --engine choices
+# load_engine also builds "onnx": the torch-free OnnxEngine on a folder from `export-onnx`
+# (it needs models_dir, so it is not offered where only a name is given)
+ALL_ENGINES = (*ENGINE_NAMES, "onnx")
 DISK_CACHE_BYTES = 4 << 30  # about 1000 embeddings of 4 MiB
 # Preferred SAM models, best first, for "auto" on each kind of device.
 _AUTO_ORDER = {"cuda": ("vit_h", "vit_l", "vit_b", "vit_t"), "cpu": ("vit_b", "vit_t", "vit_l")}
@@ -24,6 +27,8 @@ def load_engine(
     cache=None,
     precision: str = "auto",
     disk_cache: bool = True,
+    models_dir: str | Path | None = None,
+    **onnx_options,
 ) -> Engine:
     """Build the engine named `engine`.
 
@@ -31,11 +36,18 @@ def load_engine(
     otherwise the classical default engine, with a note saying so. sam: SAM or a clear error.
     classic: the default engine, which needs no weights. SAM embeddings are cached in memory
     and, with disk_cache, in default_cache_dir() ($SAM_INSPECT_CACHE) unless `cache` is given.
+    onnx: OnnxEngine on models_dir (a folder written by `sam-inspect export-onnx`), on
+    onnxruntime only, never importing torch; onnx_options go to OnnxEngine (quantized,
+    providers, threads, chunk).
     """
-    if engine not in ENGINE_NAMES:
-        raise SamEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}")
+    if engine not in ALL_ENGINES:
+        raise SamEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ALL_ENGINES)}")
     if engine == "classic":
         return _classic(cache)
+    if engine == "onnx":
+        return _onnx(models_dir, cache, onnx_options)
+    if onnx_options:
+        raise TypeError(f"options {sorted(onnx_options)} apply to engine='onnx' only")
     from .device import choose_device
     from .registry import find_checkpoint
 
@@ -84,6 +96,15 @@ def _load(load_sam, model, checkpoint):
     if sha is None and spec is not None and path is not None and path.name == spec.filename:
         sha = spec.sha256
     return sam, path, sha
+
+
+def _onnx(models_dir, cache, options: dict) -> Engine:
+    if models_dir is None:
+        raise SamEngineError("engine 'onnx' needs models_dir: the folder written by "
+                             "`sam-inspect export-onnx --model NAME --out DIR`")
+    from .onnx_runtime import OnnxEngine  # numpy + onnxruntime + OpenCV only
+
+    return OnnxEngine(models_dir, cache=cache, **options)
 
 
 def _classic(cache, note: str = "") -> Engine:

@@ -55,13 +55,12 @@ EXPORTER_VERSION = "1"
 DEFAULT_OPSET = 17
 # fp32 graphs compute what PyTorch computes up to float rounding: masks must agree (issue 7).
 FP32_MIN_IOU = 0.99
-# Dynamic int8 rounds every weight matmul to 8 bits (per-tensor scale). Its check is on the MEAN
-# mask IoU over all cases and candidates, >= 0.70: it catches a broken quantization (wrong ops,
-# garbage output: IoU ~0.3-0.5) but not the precision loss itself, which depends on the weights.
-# With random weights (tests, this machine: no real checkpoint) logits are small and smooth, so a
-# ~0.2 logit error flips many pixels: mean IoU ~0.80 (decoder), ~0.86 (encoder). Real checkpoints
-# have sharp logits; re-run the export with one and read the manifest's figures before deploying.
-INT8_MIN_IOU = 0.70
+# int8 copies (onnx_quantize: the decoders' transformer weights / the encoder's weights, per
+# channel, 7-bit) are checked on the MEAN mask IoU over all cases and candidates: single
+# pixels near the threshold flip, most with random weights, whose logits are small and smooth
+# (tests and benchmarks: mean 0.98-0.99, min 0.96). Real checkpoints have sharper logits;
+# read the manifest's figures of an export from the real checkpoint before deploying.
+INT8_MIN_IOU = 0.95
 # ONNX protobufs cannot exceed 2 GiB; larger models keep their weights in external data files.
 EXTERNAL_DATA_BYTES = 1_900_000_000
 RESIZE_NOTE = (

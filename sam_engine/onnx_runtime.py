@@ -102,11 +102,26 @@ def run_fast_decoder(
 
 # ------------------------------------------------------------------ sessions
 def choose_providers(prefer_tensorrt: bool = False) -> list[str]:
-    """CUDA (and TensorRT when asked: it needs the fixed-shape graphs) when this onnxruntime
-    build has them, always with CPU last."""
+    """The execution providers of this onnxruntime build to use, best first, CPU always last:
+    CUDA when present (onnxruntime-gpu), and before it TensorRT when present and asked for
+    (its first run per input shape builds an engine, which takes minutes for the encoder, so it
+    is opt-in; the engines are cached, see provider_config)."""
     avail = set(ort.get_available_providers())
     want = (("TensorrtExecutionProvider",) if prefer_tensorrt else ()) + _PREFERRED
     return [p for p in want if p in avail]
+
+
+def provider_config(providers: list[str], folder: Path) -> list:
+    """providers as InferenceSession takes them, with TensorRT's engine cache (and fp16) set
+    to `folder`/trt_cache so only the first start pays for building its engines."""
+    out: list = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider":
+            out.append((p, {"trt_engine_cache_enable": True, "trt_fp16_enable": True,
+                            "trt_engine_cache_path": str(folder / "trt_cache")}))
+        else:
+            out.append(p)
+    return out
 
 
 def session_options(threads: int | None = None, spin: bool = False) -> ort.SessionOptions:
@@ -127,7 +142,7 @@ def session_options(threads: int | None = None, spin: bool = False) -> ort.Sessi
 
 
 def open_session(
-    folder: Path, f: OnnxFile, providers: list[str], threads: int | None
+    folder: Path, f: OnnxFile, providers: list, threads: int | None
 ) -> ort.InferenceSession:
     """An InferenceSession for one manifest entry, with errors that name the file and the fix."""
     path = folder / f.path
@@ -176,16 +191,21 @@ class OnnxEngine:
         threads: int | None = None,
         cache: EmbeddingCache | None = None,
         chunk: int | None = None,
+        prefer_tensorrt: bool = False,
     ) -> None:
         """quantized: use the int8 decoder/encoder (falls back to fp32 files that have no int8
-        copy). chunk: boxes per decoder run (None: all in one run)."""
+        copy). providers: onnxruntime execution providers (default choose_providers: CUDA when
+        present, TensorRT too with prefer_tensorrt, else CPU). threads: intra-op threads per
+        session (None: onnxruntime's default, one per core). chunk: boxes per run of the
+        batched decoder (None: all in one run)."""
         self.folder = Path(models_dir)
         if not self.folder.is_dir():
             raise CheckpointError(f"model folder {self.folder} does not exist; export it with "
                                   "`sam-inspect export-onnx --model NAME --out DIR`")
         self.manifest = OnnxManifest.load(self.folder)
         self._check_constants()
-        self.providers = providers or choose_providers()
+        self.providers = providers or choose_providers(prefer_tensorrt)
+        configured = provider_config(self.providers, self.folder)
         self.chunk = chunk
         self.cache = cache if cache is not None else EmbeddingCache()
 
@@ -197,7 +217,7 @@ class OnnxEngine:
                     raise CheckpointError(f"{self.folder} has no {role} model in its manifest; "
                                           "re-export with the needed options (--encoder)")
                 return None
-            return open_session(self.folder, f, self.providers, threads)
+            return open_session(self.folder, f, configured, threads)
 
         self.terms_session = pick("image_terms")
         self.decoder_session = pick("decoder_fast")
@@ -206,7 +226,8 @@ class OnnxEngine:
         # one prompt per run, tuned for onnxruntime: the fastest for prompts without mask_input
         self.click_session = pick("decoder_click", required=False)
         self.encoder_session = pick("encoder", required=False)
-        dev = "cuda" if "CUDAExecutionProvider" in self.decoder_session.get_providers() else "cpu"
+        gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+        dev = "cuda" if gpu & set(self.decoder_session.get_providers()) else "cpu"
         self.info = EngineInfo(
             name="sam-onnx", model_id=self.manifest.model_id, device=dev,
             dtype="int8" if quantized else "float32", checkpoint=str(self.folder),

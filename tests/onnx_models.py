@@ -21,3 +21,4 @@ def exported() -> ExportResult:
     atexit.register(shutil.rmtree, out, True)
     return export_onnx(tiny_sam(SEED), "tiny", out, checkpoint_sha256="0" * 64,
                        options=ExportOptions(encoder=True, quantize=True, verify_cases=4))
+

@@ -332,3 +332,64 @@ def test_export_writes_coco_rle_and_png_masks(qtbot, make_window, tmp_path):
     assert coco["images"][0]["file_name"] == str(paths[0].resolve())
     png = cv2.imread(str(summary.masks_dir / "part_00.png"), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(png == 1, mask)
+
+
+def test_missing_model_falls_back_to_the_default_engine_with_a_message(qtbot, tmp_path):
+    from sam_engine.errors import SamEngineError
+
+    write_folder(tmp_path / "parts", n=1)
+
+    def no_model():
+        raise SamEngineError("no SAM checkpoint is installed; run `sam-inspect models download`")
+
+    w = MainWindow(GuiOptions(folder=tmp_path / "parts", db=str(tmp_path / "i.db")),
+                   engine_factory=no_model, settings=Settings.at(tmp_path / "s.ini"))
+    qtbot.addWidget(w)
+    w.show()
+    wait_ready(qtbot, w)
+    assert "no SAM checkpoint is installed" in w.messages.text()
+    assert w.engine_label.text().startswith("engine classic")
+    assert "using the default engine" in w.engine_label.text()
+
+
+def test_out_of_memory_is_reported_and_the_next_image_works(qtbot, make_window, tmp_path):
+    paths = write_folder(tmp_path / "parts", n=2)
+
+    class OomOnFirst(CountingEngine):
+        def set_image(self, image):
+            if not self.set_image_digests:
+                self.set_image_digests.append("oom")
+                raise MemoryError()
+            return super().set_image(image)
+
+    w = make_window(tmp_path / "parts", engine=OomOnFirst(ClassicEngine()), prefetch=0)
+    qtbot.waitUntil(lambda: w.messages.isVisible(), timeout=WAIT_MS)
+    assert "out of memory" in w.messages.text() and "part_00.png" in w.messages.text()
+    qtbot.keyClick(w.canvas, Qt.Key.Key_PageDown)
+    wait_ready(qtbot, w)
+    assert w.current == paths[1]
+
+
+def test_about_texts_come_from_app_about():
+    from app.gui.about_dialog import about_texts
+
+    summary, _ = about_texts()
+    assert "sam-inspect" in summary
+
+
+def test_qt_bindings_keep_reference_counts():
+    """PySide6 6.12.0 on Python 3.11 returned None and True without a reference: the window
+    aborted ("deallocating None") after a few thousand mouse moves. constraints.txt pins 6.11.3."""
+    import sys
+
+    from PySide6.QtCore import QObject, Signal
+
+    class Sender(QObject):
+        sig = Signal()
+
+    s = Sender()
+    none0, true0 = sys.getrefcount(None), sys.getrefcount(True)
+    for _ in range(2000):
+        s.setObjectName("x")
+        s.sig.emit()
+    assert sys.getrefcount(None) > none0 - 500 and sys.getrefcount(True) > true0 - 500

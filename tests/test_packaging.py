@@ -344,3 +344,18 @@ def test_lite_bundle_gui_starts_offscreen_on_a_folder(lite_bundle, tmp_path):
     assert "Traceback" not in out, out[-3000:]
     log = (tmp_path / "state" / "sam-inspect" / "logs" / "sam-inspect.log").read_text()
     assert "starting" in log and "Traceback" not in log
+
+
+def test_onnx_engine_goes_through_the_factory(tmp_path, monkeypatch):
+    from sam_engine import factory
+
+    seen = {}
+
+    def fake_load_engine(engine, **kw):
+        seen.update(engine=engine, **kw)
+        return "engine"
+
+    monkeypatch.setattr(engine_choice, "load_engine", fake_load_engine)
+    if "onnx" in getattr(factory, "ALL_ENGINES", factory.ENGINE_NAMES):
+        assert engine_choice.load_onnx_engine(tmp_path) == "engine"
+        assert seen == {"engine": "onnx", "models_dir": tmp_path}

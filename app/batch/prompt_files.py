@@ -1,10 +1,10 @@
 """Reading prompt files from an upstream detector: our JSON, COCO boxes and YOLO txt.
 
 Our JSON (`<stem>.json`, the samples' sidecar format): a list of defects, or {"defects": [...]};
-each defect has "kind" (or "class"), and a "box" [x0, y0, x1, y1] in pixels and/or "points"
-[[x, y], ...] with optional "labels" (1 positive, 0 negative); a single "point" [x, y] is used
-only when there is neither a box nor points (the samples' sidecars give both a box and an
-informational interior point).
+each defect has "kind" (or "class"; default "defect"), and a "box" [x0, y0, x1, y1] in pixels
+and/or "points" [[x, y], ...] with optional "labels" (1 positive, 0 negative); a single "point"
+[x, y] is used only when there is neither a box nor points (the samples' sidecars give both a
+box and an informational interior point).
 COCO: one instances file (`images`, `annotations` with `bbox` [x, y, w, h] in pixels,
 `categories`); images are matched by `file_name` (relative path or file name).
 YOLO (`<stem>.txt`): one line per box, `class cx cy w h [confidence]`, normalised to 0..1; class
@@ -50,9 +50,9 @@ def read_json_prompts(path: Path) -> list[PromptSpec]:
         where = f"defects[{i}]"
         if not isinstance(d, dict):
             raise PromptFileError(f"{path}: {where} must be an object; got {d!r}")
-        cls = d.get("class", d.get("kind"))
+        cls = d.get("class", d.get("kind", "defect"))
         if not isinstance(cls, str) or not cls:
-            raise PromptFileError(f"{path}: {where} needs a \"kind\" (defect class name)")
+            raise PromptFileError(f"{path}: {where}.kind must be a defect class name; got {cls!r}")
         box = _num_list(d["box"], 4, path, f"{where}.box") if "box" in d else None
         if box is not None and not (box[0] < box[2] and box[1] < box[3]):
             raise PromptFileError(f"{path}: {where}.box must be [x0, y0, x1, y1] with x0 < x1 "

@@ -1,4 +1,4 @@
-"""`sam-inspect demo`: inspect the bundled sample images with the default engine."""
+"""`sam-inspect demo`: inspect the bundled sample images (batch pipeline, demo outputs)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,20 @@ import argparse
 import csv
 import io
 import json
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from app import atomic_write
-from app.findings import Finding, Inspection, prompts_to_dict
-from app.measure import measure
+from app.batch.discovery import find_images
+from app.batch.inspect_image import ImageRecord, Job, Loaded, Task
+from app.batch.local_backend import run_local
+from app.batch.prompt_sources import FilePrompts
 from app.overlay import draw_overlay, label_map
 from app.recipe import load_recipe
 from app.store import InspectionStore
-from app.verdict import judge
 from sam_engine.factory import ENGINE_NAMES, load_engine
-from sam_engine.image_io import image_digest, load_image
-from sam_engine.prompts import Prompts
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
@@ -39,71 +37,64 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def read_sidecar(path: Path) -> list[dict]:
-    """The defects listed in a sample's JSON sidecar (a list, or {"defects": [...]})."""
-    data = json.loads(path.read_text())
-    return data["defects"] if isinstance(data, dict) else data
-
-
 def run(args: argparse.Namespace) -> int:
+    """The samples through the batch pipeline (app.batch: pipelined load / encode / finish),
+    with the demo's own outputs: IoU against the samples' ground truth, overlays, a fresh
+    database each run."""
     engine = load_engine(args.engine, model=args.model, checkpoint=args.checkpoint)
     print(f"engine: {engine.info.describe()}")
-    images = sorted(p for p in args.samples.glob("*.png"))
+    images = [f for f in find_images(args.samples) if "/" not in f.rel]  # not gt/
     if not images:
         print(f"no sample images in {args.samples}")
         return 1
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(args.recipe)
-    calibration = recipe.calibrate()
     db = out / "inspections.db"  # the demo's own results: each run starts a fresh database
     for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         f.unlink(missing_ok=True)
     store = InspectionStore(db)
-    rows, ious, failed, verdicts = [], [], 0, {}
-    for path in images:
-        try:
-            rgb = load_image(path)
-            defects = read_sidecar(path.with_suffix(".json"))
-        except Exception as exc:  # one bad sample must not stop the rest
-            print(f"  {path.name}: skipped: {exc}")
-            failed += 1
-            continue
+    job = Job(FilePrompts.open(args.samples), recipe, lot="demo", station="demo",
+              operator="demo")
+    rows, ious, failed, verdicts = [], [], [], {}
+
+    def on_record(record: ImageRecord, loaded: Loaded) -> None:
+        ins = record.inspection
+        path = Path(ins.image_path)
+        boxes = [f.prompts["boxes"][0] for f in ins.findings]
+        masks = [f.mask for f in ins.findings]
         gt_path = args.samples / "gt" / path.name
         gt = cv2.imread(str(gt_path), cv2.IMREAD_UNCHANGED) if gt_path.exists() else None
-        t0 = time.perf_counter()
-        handle = engine.set_image(rgb)
-        boxes = np.array([d["box"] for d in defects], dtype=np.float64)
-        result = engine.predict(handle, Prompts.from_boxes(boxes), multimask_output=False)
-        masks = [result.best(b) for b in range(len(boxes))]
-        ms = (time.perf_counter() - t0) * 1e3
-        findings = []
-        for i, (d, mask) in enumerate(zip(defects, masks, strict=True)):
-            iou = _iou(mask, gt == i + 1) if gt is not None else float("nan")
-            ious.append(iou)
-            m = measure(mask, calibration, datum=recipe.datum) if mask.any() else None
-            score = float(result.scores[i].max())
-            findings.append(Finding(d.get("kind", "defect"), mask, m, score,
-                                    prompts_to_dict(Prompts.from_boxes([d["box"]])),
-                                    source=engine.info.name))
-            rows.append([path.name, i + 1, d.get("kind", ""), *[int(v) for v in d["box"]],
-                         int(mask.sum()), _fmt(m and m.area_mm2), _fmt(m and m.feret_max_mm),
-                         _fmt(m and m.thickness_mm), f"{score:.3f}", f"{iou:.3f}"])
-        verdict = judge(findings, recipe)
-        verdicts[path.name] = verdict.status
-        store.add_inspection(Inspection(
-            image_path=str(path), image_sha256=image_digest(rgb), part_id=path.stem,
-            lot="demo", station="demo", operator="demo", engine=engine.info.name,
-            model_id=engine.info.model_id, checkpoint_sha256=engine.info.checkpoint_sha256,
-            recipe_name=recipe.name, recipe_version=recipe.version, findings=findings,
-            verdict=verdict), actor="sam-inspect demo")
-        atomic_write.write_png(out / f"{path.stem}_mask.png", label_map(masks, rgb.shape[:2]))
-        atomic_write.write_png(out / f"{path.stem}_overlay.png", draw_overlay(rgb, masks, boxes))
-        why = "; ".join(r.message for r in verdict.reasons[:2])
+        specs = loaded.specs  # label k + 1 of the ground truth is sidecar defect k
+        here = []
+        for f, box in zip(ins.findings, boxes, strict=True):
+            k = next(i for i, s in enumerate(specs) if s.box is not None and
+                     np.allclose(s.box, box))
+            iou = _iou(f.mask, gt == k + 1) if gt is not None else float("nan")
+            here.append(iou)
+            m = f.measurements
+            rows.append([path.name, k + 1, f.defect_class, *[int(v) for v in box], m.area_px,
+                         _fmt(m.area_mm2), _fmt(m.feret_max_mm), _fmt(m.thickness_mm),
+                         f"{f.score:.3f}", f"{iou:.3f}"])
+        ious.extend(here)
+        verdicts[path.name] = ins.verdict.status
+        store.add_inspection(ins, actor="sam-inspect demo")
+        atomic_write.write_png(out / f"{path.stem}_mask.png", label_map(masks, record.size))
+        atomic_write.write_png(out / f"{path.stem}_overlay.png",
+                               draw_overlay(loaded.rgb, masks, boxes))
+        why = "; ".join(r.message for r in ins.verdict.reasons[:2])
+        ms = 1e3 * sum(record.seconds.get(k, 0.0) for k in ("encode", "segment"))
         print(f"  {path.name}: {len(masks)} defects, {ms:.0f} ms, mean IoU vs truth "
-              f"{_mean(ious[len(ious) - len(masks):])}, {verdict.status}"
-              + (f" ({why})" if why else ""))
-    store.close()
+              f"{_mean(here)}, {ins.verdict.status}" + (f" ({why})" if why else ""))
+
+    def on_failure(task: Task, exc: BaseException) -> None:
+        print(f"  {task.image.path.name}: skipped: {exc}")
+        failed.append(task.image.rel)
+
+    try:
+        run_local(engine, [Task(f, "") for f in images], job, on_record, on_failure)
+    finally:
+        store.close()
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["image", "defect", "kind", "x0", "y0", "x1", "y1", "area_px", "area_mm2",
@@ -111,12 +102,13 @@ def run(args: argparse.Namespace) -> int:
     w.writerows(rows)
     atomic_write.write_text(out / "findings.csv", buf.getvalue())
     known = [v for v in ious if not np.isnan(v)]
-    summary = {"engine": engine.info.describe(), "images": len(images) - failed,
-               "failed": failed, "defects": len(rows), "recipe": f"{recipe.name} {recipe.version}",
-               "verdicts": verdicts,
+    n_ok = len(images) - len(failed)
+    summary = {"engine": engine.info.describe(), "images": n_ok,
+               "failed": len(failed), "defects": len(rows),
+               "recipe": f"{recipe.name} {recipe.version}", "verdicts": verdicts,
                "mean_iou_gt": float(np.mean(known)) if known else None}
     atomic_write.write_text(out / "summary.json", json.dumps(summary, indent=2))
-    print(f"{len(rows)} defects in {len(images) - failed} images ({failed} failed), "
+    print(f"{len(rows)} defects in {n_ok} images ({len(failed)} failed), "
           f"mean IoU vs ground truth {_mean(ious)}")
     n_fail = sum(v != "PASS" for v in verdicts.values())
     print(f"verdicts: {len(verdicts) - n_fail} PASS, {n_fail} FAIL (recipe {recipe.name} "

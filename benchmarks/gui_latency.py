@@ -1,0 +1,179 @@
+"""GUI latency: the longest UI-thread stall while embeddings are computed, and the time from a
+click to the painted mask with a cached embedding.
+
+Runs the real window offscreen (QT_QPA_PLATFORM=offscreen unless set) on a folder of synthetic
+part images. A 1 ms precise timer on the UI thread records the gaps between its ticks while the
+encoder worker computes the current image's embedding and prefetches the next ones: the longest
+gap is the longest time the window could not react. Then real mouse clicks on the canvas (Esc
+between them, so each is a first click) are timed from the mouse press to the end of the paint
+that shows the mask (Annotator.latency).
+
+    python benchmarks/gui_latency.py --model vit_b --json results/gui_vit_b.json
+    python benchmarks/gui_latency.py --model classic --clicks 50
+
+Models: vit_b / vit_l / vit_h (segment-anything with RANDOM weights: speed does not depend on
+the weights' values), classic (the default engine), tiny (the tests' tiny SAM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def build_engine(model: str):
+    if model == "classic":
+        from sam_engine.classic import ClassicEngine
+
+        return ClassicEngine()
+    from sam_engine.embedding_cache import EmbeddingCache
+    from sam_engine.sam_backend import SamEngine
+
+    if model == "tiny":
+        from tests.sam_factory import tiny_sam
+
+        sam = tiny_sam(0)
+    else:
+        from segment_anything import sam_model_registry
+
+        sam = sam_model_registry[model](checkpoint=None)
+    return SamEngine(sam, model, device="cpu", cache=EmbeddingCache())  # memory cache only
+
+
+def write_images(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
+    import cv2
+
+    from sam_engine.synthetic import make_part
+
+    paths = []
+    for i in range(n):
+        part = make_part(seed=100 + i, size=size)
+        path = folder / f"part_{i:02d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(part.image, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths
+
+
+def stats(values: list[float]) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 2),
+            "p99": round(float(np.percentile(a, 99)), 2), "max": round(float(a.max()), 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="vit_b",
+                    choices=("vit_b", "vit_l", "vit_h", "classic", "tiny"))
+    ap.add_argument("--images", type=int, default=3, help="images in the folder (1 + prefetch)")
+    ap.add_argument("--size", default="800x1280", help="HxW of the images")
+    ap.add_argument("--clicks", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+    from PySide6.QtCore import QEventLoop, Qt, QTimer
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    from app.gui.main_window import MainWindow
+    from app.gui.options import GuiOptions
+    from app.gui.settings import Settings
+
+    if args.threads and args.model != "classic":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    app = QApplication.instance() or QApplication([])
+    t0 = time.perf_counter()
+    engine = build_engine(args.model)
+    build_s = time.perf_counter() - t0
+    tmp = Path(tempfile.mkdtemp(prefix="gui_latency_"))
+    paths = write_images(tmp / "parts", args.images, (h, w))
+    opts = GuiOptions(folder=None, db=str(tmp / "i.db"), prefetch=args.images - 1)
+    win = MainWindow(opts, engine_factory=lambda: engine, settings=Settings.at(tmp / "s.ini"))
+    win.resize(1400, 900)
+    win.show()
+
+    def pump(cond, timeout_s: float) -> None:
+        end = time.perf_counter() + timeout_s
+        while not cond():
+            if time.perf_counter() > end:
+                raise SystemExit("timed out")
+            # block like the real event loop does until something happens (no busy spin: the
+            # encoder needs the cores)
+            app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents, 50)
+
+    pump(lambda: win.host.engine is not None, 600)
+
+    # --- UI-thread stalls while the encoder works (current image + prefetch)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
+    timer.setInterval(1)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t_open = time.perf_counter()
+    win.open_folder(paths[0].parent)
+    pump(lambda: len(win.host.ready) == len(paths) and win.host.encoding is None, 3600)
+    t_all = time.perf_counter()
+    timer.stop()
+    gaps = np.diff(np.asarray(ticks)) * 1e3 if len(ticks) > 1 else np.zeros(0)
+    first_ready = win.annotator.prepared is not None
+    encode_ms = [p.encode_ms for p in win.host.ready.values()]
+
+    # --- click to painted mask, cached embedding
+    pump(lambda: win.annotator.prepared is not None, 60)
+    latencies: list[tuple[float, float]] = []
+    win.annotator.latency.connect(lambda d, p: latencies.append((d, p)))
+    rng = np.random.default_rng(0)
+    vp = win.canvas.viewport()
+    for _ in range(args.clicks):
+        x, y = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
+        n = len(latencies)
+        QTest.mouseClick(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                         win.canvas.view_pos_of(x, y))
+        pump(lambda n=n: len(latencies) > n, 60)
+        QTest.keyClick(win.canvas, Qt.Key.Key_Escape)
+        app.processEvents()
+    win.close()
+
+    result = {
+        "model": args.model,
+        "engine": engine.info.describe(),
+        "image": f"{h}x{w}",
+        "images": len(paths),
+        "engine_build_s": round(build_s, 2),
+        "encode_ms_per_image": [round(v, 1) for v in encode_ms],
+        "encoding_wall_s": round(t_all - t_open, 2),
+        "ui_ticks": len(ticks),
+        "ui_stall_ms": stats(list(gaps)),
+        "click_to_painted_mask_ms": stats([p for _, p in latencies]),
+        "decode_ms": stats([d for d, _ in latencies]),
+        "first_image_ready": first_ready,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "platform": platform.platform()},
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
