@@ -6,10 +6,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean package-lite package-full
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt packaging/line-controller/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,onnx,mobile,ray,report,package]'
+	# wheels of the line controller's requirements, for its offline clean-venv test
+	$(BIN)/python -m pip download --quiet -d $(VENV)/line-wheels -c constraints.txt \
+		-r packaging/line-controller/requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP)

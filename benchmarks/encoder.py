@@ -180,15 +180,27 @@ def main() -> None:
                  "threads": torch.get_num_threads(), "image": list(imgs[0].shape[:2]),
                  "build_s": build_s, "baseline": {}, "ours": {}, "ours_forward": {}}
 
-    variants = [("ours", False)] + ([("ours_compiled", True)] if args.compile else [])
+    variants = [("ours", {})]
+    if dev.type == "cuda":
+        variants.append(("ours_no_graphs", {"cuda_graphs": False}))
+    if args.compile:
+        variants.append(("ours_compiled", {"compile": True}))
     engines = {}
-    for key, comp in variants:
+    for key, kwargs in variants:
         t0 = time.perf_counter()
-        engines[key] = SamEngine(sam, args.model, device=choice, cache=EmbeddingCache(),
-                                 compile=comp, batch_size=max(args.batch))
+        try:
+            engines[key] = SamEngine(sam, args.model, device=choice, cache=EmbeddingCache(),
+                                     batch_size=max(args.batch), **kwargs)
+        except Exception as exc:  # report and go on with the other variants
+            print(f"{key}: failed to load: {exc!r}")
+            res.setdefault("errors", {})[key] = repr(exc)
+            continue
         res.setdefault("load_s", {})[key] = time.perf_counter() - t0
-        res.setdefault(key, {})
-        res.setdefault(key + "_forward", {})
+        res[key], res[key + "_forward"] = {}, {}
+        res.setdefault("engine_note", {})[key] = engines[key].info.note
+    from sam_engine.encoder_fast import _CHOICE
+
+    res["attention_methods"] = {str(k): v for k, v in _CHOICE.items()}
     res["parity"] = parity(sam, engines["ours"], imgs[0])
     res["sync_free_forward"] = sync_free(engines["ours"], dev)
 
@@ -211,11 +223,15 @@ def main() -> None:
             def ours(b=batch, e=eng):
                 e.cache.clear()
                 e.set_images(b)
-            res[key][f"batch{n}"] = per_image(clock.run(ours, args.reps), n)
-            x = torch.randn(n, 3, IMG_SIZE, IMG_SIZE, device=dev)
-            with torch.no_grad():
-                r = clock.run(lambda x=x, e=eng: e._run_encoder(x), args.reps)
-            res[key + "_forward"][f"batch{n}"] = per_image(r, n)
+            try:
+                res[key][f"batch{n}"] = per_image(clock.run(ours, args.reps), n)
+                x = torch.randn(n, 3, IMG_SIZE, IMG_SIZE, device=dev)
+                with torch.no_grad():
+                    r = clock.run(lambda x=x, e=eng: e._run_encoder(x), args.reps)
+                res[key + "_forward"][f"batch{n}"] = per_image(r, n)
+            except Exception as exc:
+                print(f"{key} batch {n}: failed: {exc!r}")
+                res.setdefault("errors", {})[f"{key}_batch{n}"] = repr(exc)
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -231,8 +247,8 @@ def main() -> None:
         rows = [(f"SamPredictor.set_image x{n}, fp32", base),
                 (f"Meta encoder module, batch {n}, fp32", res["baseline"].get(f"module_batch{n}"))]
         for key in engines:
-            rows += [(f"{key}: set_images", res[key][f"batch{n}"]),
-                     (f"{key}: encoder forward only", res[key + "_forward"][f"batch{n}"])]
+            rows += [(f"{key}: set_images", res[key].get(f"batch{n}")),
+                     (f"{key}: encoder forward only", res[key + "_forward"].get(f"batch{n}"))]
         for label, r in rows:
             if r is None:
                 continue
@@ -245,7 +261,8 @@ def main() -> None:
           f"(max |embedding| {p['embedding_max_abs']:.2f}), mask IoU min "
           f"{p['mask_iou_min']:.4f} mean {p['mask_iou_mean']:.4f}; sync-free forward: "
           f"{res['sync_free_forward']}; engine load s: "
-          f"{', '.join(f'{k} {v:.1f}' for k, v in res['load_s'].items())}")
+          f"{', '.join(f'{k} {v:.1f}' for k, v in res['load_s'].items())}; attention: "
+          f"{res['attention_methods']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))

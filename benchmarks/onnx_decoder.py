@@ -5,10 +5,14 @@
 A random-weight vit_b (segment_anything.sam_model_registry["vit_b"](), no download) and a random
 image embedding: the decoder's speed does not depend on the weights' values. Image 768x1024
 (H x W); every variant delivers full-resolution output: Meta's graph upsamples its 4 candidates
-inside; ours returns low-res logits and the runtime upsamples only the chosen candidate's
-window (upsample_np), as OnnxEngine does. onnxruntime CPU, 2 intra-op threads. Timings are
-medians (p50) and p99 over many repetitions, variants interleaved in the same run; the IoU
-column compares the chosen full-size mask of each prompt with the PyTorch SamEngine's.
+inside; ours return low-res logits and the runtime upsamples only the chosen candidate's window
+(upsample_np), as OnnxEngine does. onnxruntime CPU, 2 intra-op threads, the runtime's session
+options for every variant (sam_engine.onnx_runtime.session_options; --spin lets idle threads
+busy-wait). Timings: p50 and p99 wall time over --reps calls, variants interleaved in a random
+order per round so load from other processes hits all alike, and the p50 CPU time of the
+process per call (less sensitive to such load). IoU columns compare the chosen full-size mask of
+each prompt with the PyTorch SamEngine's; the int8 rows also give the mean/min IoU over
+--quality random clicks and random five-box sets.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segment_anything import sam_model_registry  # noqa: E402
 
-from sam_engine.onnx_export import ExportOptions, export_graphs  # noqa: E402
-from sam_engine.onnx_runtime import prompt_arrays, run_fast_decoder  # noqa: E402
+from sam_engine.onnx_export import ExportOptions, export_graphs, random_prompts  # noqa: E402
+from sam_engine.onnx_runtime import (  # noqa: E402
+    prompt_arrays,
+    run_fast_decoder,
+    session_options,
+)
 from sam_engine.prompts import Prompts, validate_prompts  # noqa: E402
 from sam_engine.sam_backend import SamEngine  # noqa: E402
 from sam_engine.upsample_np import NumpyMaskUpsampler  # noqa: E402
@@ -40,21 +48,9 @@ SIZE = (768, 1024)
 CLICK = Prompts.from_points([[610.0, 380.0]])
 BOXES = Prompts.from_boxes([[100, 100, 300, 260], [420, 90, 640, 300], [700, 120, 900, 330],
                             [120, 420, 380, 640], [560, 400, 1000, 720]])
-
-
-def timed(fn, reps: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(xs, q))
+META = "Meta-style export (fp32)"
+CLICK_FP32 = "ours, one-prompt graph decoder_click (fp32)"
+CLICK_INT8 = "ours, decoder_click int8 (transformer weights)"
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,6 +63,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quality", type=int, default=20,
+                    help="random clicks and five-box sets for the int8 IoU figures")
+    ap.add_argument("--spin", action="store_true", help="let idle onnxruntime threads spin")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -75,19 +74,16 @@ def main() -> None:
     e = emb.numpy()
     tmp = Path(tempfile.mkdtemp(prefix="onnx_bench_"))
     export_graphs(sam, tmp, ExportOptions(quantize=True))
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so = session_options(args.threads, spin=args.spin)
 
     def sess(name):
         return ort.InferenceSession(str(tmp / name), so, providers=["CPUExecutionProvider"])
 
     meta, terms_s = sess("decoder_meta.onnx"), sess("image_terms.onnx")
-    fast, fused = sess("decoder_fast.onnx"), sess("decoder_fused.onnx")
-    nomask, q8 = sess("decoder_fast_nomask.onnx"), sess("decoder_fast_nomask.int8.onnx")
-    terms = dict(zip(("src", "k1", "v1", "q1"), terms_s.run(None, {"image_embeddings": e}),
-                     strict=True))
+    fast, nomask = sess("decoder_fast.onnx"), sess("decoder_fast_nomask.onnx")
+    click, click8 = sess("decoder_click.onnx"), sess("decoder_click.int8.onnx")
+    terms = dict(zip([o.name for o in terms_s.get_outputs()],
+                     terms_s.run(None, {"image_embeddings": e}), strict=True))
     engine = SamEngine(sam, "vit_b", device="cpu")
     handle = engine.handle_from_embedding(emb, SIZE)
     up = NumpyMaskUpsampler(handle.input_size, SIZE)
@@ -106,21 +102,21 @@ def main() -> None:
             out.append(full[0, best] > 0)
         return out
 
-    def run_ours(session, feeds, chunk=None):
+    def run_ours(session, chunk=None):
         def run(p: Prompts) -> list[np.ndarray]:
             vp = validate_prompts(p, SIZE)
-            low, iou_p = run_fast_decoder(session, feeds, vp, SIZE, chunk)
+            low, iou_p = run_fast_decoder(session, terms, vp, SIZE, chunk)
             best = 1 + np.argmax(iou_p[:, 1:], axis=1)
             return [up(low[b, best[b]][None])[0] for b in range(low.shape[0])]
         return run
 
     variants = {
-        "Meta-style export (fp32)": run_meta,
-        "ours, fused image terms (fp32)": run_ours(fused, {"image_embeddings": e}),
-        "ours, split image terms (fp32)": run_ours(fast, terms),
-        "ours, split, no mask-input path (fp32)": run_ours(nomask, terms),
-        "ours, split, no mask path, one box per run (fp32)": run_ours(nomask, terms, chunk=1),
-        "ours, split, no mask path (int8 dynamic)": run_ours(q8, terms),
+        META: run_meta,
+        CLICK_FP32: run_ours(click),
+        CLICK_INT8: run_ours(click8),
+        "ours, batched graph, no mask-input path (fp32)": run_ours(nomask),
+        "ours, batched graph with mask-input path (fp32)": run_ours(fast),
+        "ours, batched graph, no mask path, one box per run (fp32)": run_ours(nomask, chunk=1),
     }
     rows = []
     rng = np.random.default_rng(0)
@@ -133,35 +129,68 @@ def main() -> None:
             masks = variants[n](p)
             ious[n] = min(iou(a, b) for a, b in zip(masks, ref_masks, strict=True))
         times: dict[str, list[float]] = {n: [] for n in names}
+        cpu: dict[str, list[float]] = {n: [] for n in names}
         for _ in range(args.reps):  # interleaved, in a random order per round: load bursts from
             for n in rng.permutation(names):  # other processes hit every variant alike
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 variants[n](p)
                 times[n].append((time.perf_counter() - t0) * 1000)
+                cpu[n].append((time.process_time() - c0) * 1000)
         for n in names:
             rows.append({"prompt": prompt_name, "variant": n,
-                         "p50_ms": statistics.median(times[n]), "p99_ms": pct(times[n], 99),
-                         "reps": args.reps, "min_iou_vs_torch": ious[n]})
-    terms_ms = timed(lambda: terms_s.run(None, {"image_embeddings": e}), args.reps)
+                         "p50_ms": statistics.median(times[n]),
+                         "p99_ms": float(np.percentile(times[n], 99)),
+                         "cpu_p50_ms": statistics.median(cpu[n]), "reps": args.reps,
+                         "min_iou_vs_torch": ious[n]})
+    t0 = time.perf_counter()
+    for _ in range(10):
+        terms_s.run(None, {"image_embeddings": e})
+    terms_ms = (time.perf_counter() - t0) * 100
+    quality = int8_quality(engine, handle, run_ours(click8), args.quality)
     res = {
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
-        "onnxruntime": ort.__version__, "torch": torch.__version__, "image": list(SIZE),
-        "image_terms_once_per_image_p50_ms": statistics.median(terms_ms), "rows": rows,
+        "spin": args.spin, "onnxruntime": ort.__version__, "torch": torch.__version__,
+        "image": list(SIZE), "image_terms_once_per_image_ms": terms_ms, "rows": rows,
+        "int8_quality": quality,
     }
     print(f"\nONNX decoder, vit_b, {SIZE[0]}x{SIZE[1]}, onnxruntime {ort.__version__} CPU, "
-          f"{args.threads} threads, {args.reps} reps (medians; shared machine, noisy)\n")
-    print("| prompt | variant | p50 ms | p99 ms | vs Meta p50 | min IoU vs PyTorch |")
-    print("|---|---|---:|---:|---:|---:|")
-    base = {r["prompt"]: r["p50_ms"] for r in rows if r["variant"].startswith("Meta")}
+          f"{args.threads} threads{', spinning' if args.spin else ''}, {args.reps} reps\n")
+    print("| prompt | variant | p50 ms | p99 ms | CPU p50 ms | vs Meta p50 | min IoU vs PyTorch |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    base = {r["prompt"]: r["p50_ms"] for r in rows if r["variant"] == META}
     for r in rows:
         print(f"| {r['prompt']} | {r['variant']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['p50_ms'] / base[r['prompt']]:.2f}x | {r['min_iou_vs_torch']:.4f} |")
-    print(f"\nimage terms (split variants, once per image): p50 "
-          f"{res['image_terms_once_per_image_p50_ms']:.1f} ms")
+              f"{r['cpu_p50_ms']:.1f} | {r['p50_ms'] / base[r['prompt']]:.2f}x | "
+              f"{r['min_iou_vs_torch']:.4f} |")
+    print(f"\nimage terms (once per image): {terms_ms:.1f} ms")
+    for k, v in quality.items():
+        print(f"int8 decoder_click vs PyTorch, {k}: mean IoU {v['mean_iou']:.4f}, "
+              f"min {v['min_iou']:.4f} over {v['masks']} masks")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))
         print(f"figures written to {args.json}")
+
+
+def int8_quality(engine: SamEngine, handle, run, n: int) -> dict:
+    """Best-candidate mask IoU of the int8 click graph vs PyTorch on n random clicks and n random
+    five-box sets (random_prompts' generator)."""
+    rng = np.random.default_rng(1)
+    out = {}
+    for kind in ("clicks", "five boxes"):
+        ious = []
+        for _ in range(n):
+            if kind == "clicks":
+                p = random_prompts(rng, SIZE, 1)[0]
+            else:
+                b = rng.uniform(0, 0.6, size=(5, 2)) * (SIZE[1], SIZE[0])
+                wh = rng.uniform(0.05, 0.35, size=(5, 2)) * (SIZE[1], SIZE[0])
+                p = Prompts.from_boxes(np.concatenate([b, b + wh], 1))
+            ref = engine.predict(handle, p)
+            ious += [iou(a, ref.best(i)) for i, a in enumerate(run(p))]
+        out[kind] = {"mean_iou": float(np.mean(ious)), "min_iou": float(min(ious)),
+                     "masks": len(ious)}
+    return out
 
 
 if __name__ == "__main__":

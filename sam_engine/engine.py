@@ -12,7 +12,16 @@ from .results import EngineInfo, ImageHandle, Masks
 
 @runtime_checkable
 class Engine(Protocol):
-    """set_image once per image, then predict per prompt (cheap)."""
+    """set_image once per image, then predict per prompt (cheap).
+
+    Engines may also offer (SamEngine and ClassicEngine do; callers use getattr and fall back
+    to set_image): `prepare(image) -> PreparedImage`, the CPU-side work (conversion, digest,
+    encoder input), thread safe and without a model call, for worker threads;
+    `set_prepared(prepared) -> ImageHandle` (cache lookup, else the encoder), so that
+    set_image(image) == set_prepared(prepare(image)); and
+    `set_images(images) -> list[ImageHandle]` for arrays or PreparedImages, encoded in batches
+    where the device gains from it.
+    """
 
     info: EngineInfo
 

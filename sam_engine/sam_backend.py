@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -57,7 +57,9 @@ class SamEngine:
     fast: run the encoder's fast twin (default) instead of Meta's modules. compile: also
     torch.compile its blocks (default: $SAM_INSPECT_COMPILE); the Inductor cache lives beside
     the embedding cache. warmup: one forward at load so the first image is not slow (default:
-    on GPUs). batch_size: images per forward in set_images (default: DEFAULT_BATCH).
+    on GPUs). cuda_graphs: replay CUDA graphs of the fast encoder for batch 1 and batch_size
+    (default: on CUDA unless compiled; needs the warm-up). batch_size: images per forward in
+    set_images (default: DEFAULT_BATCH).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class SamEngine:
         checkpoint_sha256: str | None = None,
         fast: bool = True,
         compile: bool | None = None,
+        cuda_graphs: bool | None = None,
         warmup: bool | None = None,
         batch_size: int | None = None,
     ) -> None:
@@ -95,6 +98,9 @@ class SamEngine:
         self.compiled = bool(_env_flag("SAM_INSPECT_COMPILE") if compile is None else compile)
         self.batch_size = max(1, batch_size or DEFAULT_BATCH.get(self.device.type, 1))
         self.encoder = self._build_encoder()
+        self.cuda_graphs = bool(
+            self.fast and self.device.type == "cuda" and not self.compiled
+            and (cuda_graphs if cuda_graphs is not None else True))
         # uint8 uploads from pinned memory, resized on the device (encoder_input), on CUDA.
         self.resize_on_device = self.device.type == "cuda"
         self._copy_stream = torch.cuda.Stream(self.device) if self.resize_on_device else None
@@ -104,6 +110,7 @@ class SamEngine:
         self._prepared_by = "sam:pinned-uint8" if self.resize_on_device else "sam:cpu-pixels"
         parts = ["fast encoder" if fast else "Meta's encoder modules"]
         parts += ["torch.compile"] if self.compiled else []
+        parts += ["CUDA graphs"] if self.cuda_graphs else []
         self.info = EngineInfo(
             name="sam",
             model_id=model_id,
@@ -113,7 +120,7 @@ class SamEngine:
             checkpoint_sha256=checkpoint_sha256,
             note=f"{self.choice.reason}; {', '.join(parts)}",
         )
-        if warmup if warmup is not None else self.device.type != "cpu":
+        if self.cuda_graphs or (warmup if warmup is not None else self.device.type != "cpu"):
             self.warmup()
 
     # ------------------------------------------------------------------ encoder
@@ -137,9 +144,29 @@ class SamEngine:
         """One forward on random pixels (and on a full batch when compiled): kernels, cuBLAS /
         cuDNN handles and compiled graphs are ready before the first image."""
         g = torch.Generator(device=self.device).manual_seed(0)
-        for n in sorted({1, self.batch_size if self.compiled else 1}):
-            x = torch.randn(n, 3, IMG_SIZE, IMG_SIZE, generator=g, device=self.device)
-            self._run_encoder(x)
+        sizes = sorted({1, self.batch_size if self.compiled or self.cuda_graphs else 1})
+        if self.fast:
+            from .encoder_fast import autotune
+
+            with autotune():  # times the attention methods per shape once (CUDA only)
+                for n in sizes:
+                    x = torch.randn(n, 3, IMG_SIZE, IMG_SIZE, generator=g, device=self.device)
+                    self._run_encoder(x)
+        else:
+            self._run_encoder(torch.randn(1, 3, IMG_SIZE, IMG_SIZE, generator=g,
+                                          device=self.device))
+        if self.cuda_graphs:
+            from .encoder_fast import GraphedEncoder
+
+            graphed = GraphedEncoder(self.encoder)
+            try:
+                for n in sorted(sizes, reverse=True):
+                    graphed.capture(n, IMG_SIZE)
+                self.encoder = graphed
+            except RuntimeError as exc:  # a kernel that cannot be captured: stay eager
+                log.warning("CUDA graph capture failed, running eagerly: %s", exc)
+                self.cuda_graphs = False
+                self.info = replace(self.info, note=self.info.note.replace(", CUDA graphs", ""))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

@@ -291,3 +291,15 @@ def test_engine_reports_fast_path_and_masks_match_meta_engine():
     for p in [Prompts.from_points([pt]) for pt in POINTS]:
         a, b = fast.predict(hf, p).masks[0], meta.predict(hm, p).masks[0]
         assert min(iou(x, y) for x, y in zip(a, b, strict=True)) >= MASK_IOU_MIN
+
+
+def test_classic_engine_has_the_same_batch_interface():
+    from sam_engine.classic import ClassicEngine
+
+    eng = ClassicEngine()
+    imgs = [smooth_image(20), smooth_image(21)]
+    prepared = eng.prepare(imgs[0])
+    assert isinstance(prepared, PreparedImage) and prepared.original_size == (240, 360)
+    keys = [h.key for h in eng.set_images([prepared, imgs[1]])]
+    assert keys == [eng.set_image(im).key for im in imgs]
+    assert eng.set_prepared(prepared).key == keys[0]

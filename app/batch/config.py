@@ -41,6 +41,7 @@ class BatchConfig:
     operator: str = "batch"
     loaders: int = 2  # CPU threads decoding and preparing images
     queue_size: int = 4  # prepared images waiting for the encoder, at most
+    finishers: int | None = None  # measuring/writing threads; None: 1 on a CPU, more on a GPU
     batch_size: int | None = None  # images per encoder call; None: 4 on a GPU, else 1
     ray: str | None = None  # Ray address; "local" starts or joins a local Ray
     ray_actors: int | None = None

@@ -1,9 +1,9 @@
 """The steps of inspecting one image, shared by the local and the Ray backend.
 
 load (CPU: decode, read prompts, engine.prepare when the engine has it) -> encode (the engine's
-image encoder) -> segment (decoder: fiducial, prompts, automatic masks) -> finish (CPU: measure,
-judge, build the Inspection record). Each step raises on a bad image or prompt file; the
-backends turn that into a logged, skipped image.
+image encoder) -> segment (decoder: fiducial, prompts, automatic masks) -> finish (CPU:
+full-resolution masks, measure, judge, build the Inspection record). Each step raises on a bad
+image or prompt file; the backends turn that into a logged, skipped image.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -68,10 +69,18 @@ class Loaded:
 
 @dataclass
 class Segment:
+    """One mask; `mask` may be a callable that computes it (engines upsample lazily), so the
+    full-resolution upsampling runs on a finisher thread, not on the encoder's."""
+
     defect_class: str
-    mask: np.ndarray = field(repr=False)
+    mask: Any = field(repr=False)
     score: float
     prompts: dict | None
+
+    def materialise(self) -> np.ndarray:
+        if callable(self.mask):
+            self.mask = self.mask()
+        return self.mask
 
 
 @dataclass
@@ -158,25 +167,22 @@ def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
         boxes = np.concatenate([prompts[i].boxes for i in box_only])
         res = engine.predict(handle, Prompts.from_boxes(boxes), multimask_output=False)
         for b, i in enumerate(box_only):
-            found[i] = Segment(loaded.specs[i].defect_class, res.best(b),
+            found[i] = Segment(loaded.specs[i].defect_class, partial(res.best, b),
                                float(res.scores[b].max()), prompts_to_dict(prompts[i]))
     for i, p in enumerate(prompts):
         if i in found:
             continue
         res = engine.predict(handle, p, multimask_output=p.n_boxes == 0)
-        found[i] = Segment(loaded.specs[i].defect_class, res.best(0), float(res.scores[0].max()),
+        found[i] = Segment(loaded.specs[i].defect_class, partial(res.best, 0),
+                           float(res.scores[0].max()),
                            prompts_to_dict(p))
     segments = [found[i] for i in range(len(prompts))]
     if generator is not None:
         for m in generator.generate(handle):
             segments.append(Segment(job.auto_class, m.mask, m.score,
                                     {"points": [list(m.point)], "labels": [1], "boxes": None}))
-    kept = [s for s in segments if s.mask.any()]
-    if len(kept) < len(segments):
-        log.info("%s: %d prompt(s) gave an empty mask", loaded.task.image.path,
-                 len(segments) - len(kept))
     loaded.seconds["segment"] = time.perf_counter() - t0
-    return Segmented(loaded, kept, fid_mask)
+    return Segmented(loaded, segments, fid_mask)
 
 
 def calibration_for(job: Job, fiducial_mask: np.ndarray | None) -> Calibration:
@@ -193,10 +199,14 @@ def finish(seg: Segmented, job: Job, info: EngineInfo) -> ImageRecord:
     """Measure every mask, judge against the recipe, and build the record (CPU only)."""
     t0 = time.perf_counter()
     loaded = seg.loaded
+    kept = [s for s in seg.segments if s.materialise().any()]
+    if len(kept) < len(seg.segments):
+        log.info("%s: %d prompt(s) gave an empty mask", loaded.task.image.path,
+                 len(seg.segments) - len(kept))
     cal = calibration_for(job, seg.fiducial_mask)
     datum = job.recipe.datum if job.recipe is not None else None
     findings = [Finding(s.defect_class, s.mask, measure(s.mask, cal, datum=datum), s.score,
-                        s.prompts, source=info.name) for s in seg.segments]
+                        s.prompts, source=info.name) for s in kept]
     recipe = job.recipe
     image = loaded.task.image
     inspection = Inspection(

@@ -1,10 +1,11 @@
 """The local backend: one engine, three overlapping stages.
 
 loader threads (decode, read prompts, engine.prepare)  ->  the calling thread (image encoder,
-batched with engine.set_images on a GPU; prompt decoder)  ->  one finisher thread (measure,
-judge, write outputs, store, ledger). Bounded queues between the stages keep memory flat: at most
-`queue_size` images wait for the encoder and `queue_size` for the finisher. torch, OpenCV and
-numpy release the GIL in their heavy loops, so the stages run in parallel.
+batched with engine.set_images on a GPU; prompt decoder)  ->  finisher threads (measure, judge,
+write outputs, store, ledger; one by default, several next to a GPU where the CPU has cores to
+spare). Bounded queues between the stages keep memory flat: at most `queue_size` images wait for
+the encoder and `queue_size` for the finishers. torch, OpenCV and numpy release the GIL in their
+heavy loops, so the stages run in parallel.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def _sync_fn(engine) -> Callable[[], None]:
 
 def run_local(engine, tasks: Iterable[Task], job: Job, on_record: OnRecord,
               on_failure: OnFailure, *, loaders: int = 2, queue_size: int = 4,
-              batch_size: int = 1) -> PipelineStats:
-    """Inspect `tasks` with `engine`; on_record / on_failure are called on the finisher thread,
-    in task order. Returns the pipeline's timing figures."""
+              batch_size: int = 1, finishers: int = 1) -> PipelineStats:
+    """Inspect `tasks` with `engine`; on_record / on_failure are called on a finisher thread,
+    one call at a time (in task order with one finisher). Returns the timing figures."""
     stats = PipelineStats()
     t_start = time.perf_counter()
     prepare = getattr(engine, "prepare", None)
@@ -62,20 +63,26 @@ def run_local(engine, tasks: Iterable[Task], job: Job, on_record: OnRecord,
     sync = _sync_fn(engine)
     done_q: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
 
+    report = threading.Lock()  # on_record / on_failure run one at a time
+
     def finisher() -> None:
         while (item := done_q.get()) is not None:
             kind, task, payload = item
-            if kind == "failed":
-                on_failure(task, payload)
-                continue
             try:
+                if kind == "failed":
+                    raise payload
                 record = finish(payload, job, engine.info)
-                on_record(record, payload.loaded)
+                with report:
+                    on_record(record, payload.loaded)
             except Exception as exc:  # one image's failure must not stop the others
-                on_failure(task, exc)
+                with report:
+                    on_failure(task, exc)
+        done_q.put(None)  # pass the end on to the next finisher
 
-    fin = threading.Thread(target=finisher, name="batch-finish", daemon=True)
-    fin.start()
+    fins = [threading.Thread(target=finisher, name=f"batch-finish-{i}", daemon=True)
+            for i in range(max(1, finishers))]
+    for fin in fins:
+        fin.start()
     pool = ThreadPoolExecutor(max(1, loaders), thread_name_prefix="batch-load")
     pending: deque[tuple[Task, Future]] = deque()
     it = iter(tasks)
@@ -139,7 +146,8 @@ def run_local(engine, tasks: Iterable[Task], job: Job, on_record: OnRecord,
         for _, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-        done_q.put(None)  # whatever reached the finisher is still written out
-        fin.join()
+        done_q.put(None)  # whatever reached the finishers is still written out
+        for fin in fins:
+            fin.join()
         stats.wall_s = time.perf_counter() - t_start
     return stats

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -252,7 +253,11 @@ def _run(config: BatchConfig, engine, engine_factory, todo: list[Task], job: Job
                            quiet=config.quiet)
         on_gpu = str(engine.info.device).startswith("cuda")
         batch_size = config.batch_size or (4 if on_gpu else 1)
+        # next to a GPU the CPU work (measuring, writing) is the bottleneck: spread it
+        finishers = config.finishers or (min(8, max(2, (os.cpu_count() or 2) // 2))
+                                         if on_gpu else 1)
+        queue_size = max(config.queue_size, batch_size, finishers)
         return run_local(engine, todo, job, on_record, on_failure, loaders=config.loaders,
-                         queue_size=config.queue_size, batch_size=batch_size)
+                         queue_size=queue_size, batch_size=batch_size, finishers=finishers)
     finally:
         bar.close()

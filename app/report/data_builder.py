@@ -219,21 +219,27 @@ def build_pairs(
         for insp in pool:
             for style in styles:
                 offer(make_pair(insp, style, None))
-    limit = max_candidates or 20 * n * len(styles)
-    while min(per_style[s] for s in styles) < n and stats.candidates < limit:
+    limit = max_candidates or 10 * n * len(styles)
+    stalled = Counter()  # candidates in a row that a style did not keep
+    give_up = max(300, n)
+
+    def open_styles() -> list[str]:
+        return [s for s in styles if per_style[s] < n and stalled[s] < give_up]
+
+    while open_styles() and stats.candidates < limit:
         counts = Counter({c: stats.classes.get(c, 0) for c in recipe.class_names})
         lacking = min(counts, key=lambda c: (counts[c], rng.random()))
         insp = vary(rng, rng.choice(pool), recipe, lacking)
         pool.append(insp)
-        for style in styles:
-            if per_style[style] >= n:
-                continue
+        for style in open_styles():
+            before = per_style[style]
             if paraphraser is not None and rng.random() < 0.5:
                 facts = facts_from_inspection(insp, issued=insp.time)
                 offer({"inspection": _plain(insp), "style": style,
                        "report": paraphraser(facts, style)})
             else:
                 offer(make_pair(insp, style, rng))
+            stalled[style] = 0 if per_style[style] > before else stalled[style] + 1
     stats.kept = len(kept)
     stats.styles = per_style
     return kept, stats

@@ -31,9 +31,19 @@ DEFAULT_OUT = REPO / "models" / "report-demo"
 SPECIAL = ["<s>", "</s>", "<pad>"]
 
 
+def slot_vocabulary(max_defects: int = 8) -> list[str]:
+    """Every slot name fill_slots knows for up to max_defects defects and reasons."""
+    names = ["part", "serial", "lot", "station", "operator", "recipe", "n", "date", "verdict"]
+    for k in range(1, max_defects + 1):
+        names += [f"d{k}.{m}" for m in ("length", "width", "area", "edge", "datum",
+                                        "max_length", "max_width", "max_area")]
+        names += [f"r{k}.{m}" for m in ("measured", "allowed", "zone")]
+    return ["{" + n + "}" for n in names]
+
+
 def train_tokenizer(texts: list[str], vocab_size: int = 768):
     """A byte-level BPE tokenizer (any text can be encoded) wrapped for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -46,6 +56,8 @@ def train_tokenizer(texts: list[str], vocab_size: int = 768):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(texts, trainer)
+    # each slot is one token: shorter sequences, and copying a slot is one step for the model
+    tok.add_tokens([AddedToken(s, normalized=False) for s in slot_vocabulary()])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>")
 

@@ -33,7 +33,7 @@ class EvalResult:
                 f"tokens/s; outcomes: {out}")
 
 
-def evaluate_writer(writer, pairs: list[dict], max_new_tokens: int = 320) -> EvalResult:
+def evaluate_writer(writer, pairs: list[dict], max_new_tokens: int = 200) -> EvalResult:
     """Generate for each pair's findings and compare with its reference report."""
     scores, correct, claims, tokens, seconds = [], 0, 0, 0, 0.0
     outcomes: Counter = Counter()

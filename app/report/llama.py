@@ -171,7 +171,7 @@ class LlamaReportWriter:
                 tokenize=False, add_generation_prompt=True)
         return text
 
-    def write(self, facts: ReportFacts, max_new_tokens: int = 320) -> Generation:
+    def write(self, facts: ReportFacts, max_new_tokens: int = 200) -> Generation:
         import torch
 
         enc = self.tokenizer(self.prompt(facts), return_tensors="pt",

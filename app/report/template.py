@@ -140,7 +140,13 @@ def _de_defect(d, pick: _Pick) -> str:
     if not parts:
         return f"{name} konnte nicht gemessen werden."
     body = ", ".join(parts[:-1]) + (" und " if len(parts) > 1 else "") + parts[-1]
-    return pick(f"{name} hat {body}.", f"{name} weist {body} auf.")
+    if pick.maybe(0.4):
+        short = {"length": "Länge", "width": "Breite", "area": "Fläche"}
+        return f"{name}: " + ", ".join(
+            f"{short[k]} {{d{d.index}.{k}}}" for k in ("length", "width", "area")
+            if getattr(d, k) is not None) + "."
+    return pick(f"{name} hat {body}.", f"{name} weist {body} auf.",
+                f"Bei {name} wurden {body} gemessen.")
 
 
 def _de_reason(r: ReasonFacts, pick: _Pick) -> str:
@@ -168,18 +174,23 @@ def _german(facts: ReportFacts, pick: _Pick) -> str:
         "{operator} geprüft.",
         "Station {station} hat das Teil {part} aus Los {lot} (Seriennummer {serial}) geprüft; "
         "Prüfer {operator}.",
+        "Geprüft wurde Teil {part} aus Los {lot}, Seriennummer {serial}, von {operator} an "
+        "Station {station}.",
     )]
     n = len(facts.defects)
-    out.append("Es wurden keine Fehler gefunden." if n == 0 else
-               pick("Es wurden {n} Fehler gefunden.", "Die Prüfung ergab {n} Fehler."))
+    out.append(pick("Es wurden keine Fehler gefunden.", "Die Oberfläche ist fehlerfrei.")
+               if n == 0 else pick("Es wurden {n} Fehler gefunden.",
+                                   "Die Prüfung ergab {n} Fehler.", "Gefunden: {n} Fehler."))
     out += [_de_defect(d, pick) for d in facts.defects]
     out += [_de_reason(r, pick) for r in facts.reasons]
     if facts.verdict == FAIL:
         out.append(pick("Das Teil ist nach Prüfplan {recipe} nicht in Ordnung: FAIL.",
-                        "Ergebnis: FAIL, das Teil ist nach Prüfplan {recipe} nicht in Ordnung."))
+                        "Ergebnis: FAIL, das Teil ist nach Prüfplan {recipe} nicht in Ordnung.",
+                        "Urteil nach Prüfplan {recipe}: FAIL."))
     elif facts.verdict == PASS:
         out.append(pick("Das Teil ist nach Prüfplan {recipe} in Ordnung: PASS.",
-                        "Ergebnis: PASS, das Teil ist nach Prüfplan {recipe} in Ordnung."))
+                        "Ergebnis: PASS, das Teil ist nach Prüfplan {recipe} in Ordnung.",
+                        "Urteil nach Prüfplan {recipe}: PASS."))
     else:
         out.append("Es wurde kein Urteil gefällt.")
     return " ".join(out)

@@ -150,7 +150,8 @@ def fit(model, train, val, settings: TrainSettings, pad_id: int, progress: bool 
                 out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                             labels=labels.to(device))
             (out.loss / settings.grad_accum).backward()
-            running = float(out.loss) if running is None else 0.9 * running + 0.1 * float(out.loss)
+            loss = out.loss.item()
+            running = loss if running is None else 0.9 * running + 0.1 * loss
             micro += 1
             if micro % settings.grad_accum:
                 continue

@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 
 from ..constants import LOW_RES_SIZE
-from ..image_io import to_rgb8
+from ..image_io import image_digest, to_rgb8
 from ..prompts import Prompts, validate_prompts
-from ..results import EngineInfo, ImageHandle, Masks
+from ..results import EngineInfo, ImageHandle, Masks, PreparedImage
 from .box_segment import box_candidates, box_window
 from .candidates import Candidate, distinct_best
 from .logits import low_res_logits
@@ -53,6 +53,20 @@ class ClassicEngine:
         h, w = gray.shape
         return ImageHandle(key=f"classic-v1:{digest.hexdigest()}", original_size=(h, w),
                            input_size=(h, w), features=(rgb, gray))
+
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """Conversion only (thread safe); set_prepared does the rest (there is no encoder)."""
+        rgb = to_rgb8(image)
+        size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        return PreparedImage(rgb, image_digest(rgb), size, size, "classic")
+
+    def set_prepared(self, prepared: PreparedImage) -> ImageHandle:
+        return self.set_image(prepared.rgb)
+
+    def set_images(self, images) -> list[ImageHandle]:
+        """One handle per image (np.ndarray or PreparedImage), in order."""
+        return [self.set_prepared(im) if isinstance(im, PreparedImage) else self.set_image(im)
+                for im in images]
 
     def predict(self, handle: ImageHandle, prompts: Prompts,
                 multimask_output: bool = True) -> Masks:
