@@ -10,7 +10,7 @@ import sys
 from sam_engine.errors import SamEngineError
 
 # Subcommand modules under app.commands, in the order --help lists them.
-COMMANDS = ("demo", "gui", "segment", "batch", "eval", "models", "db", "export_onnx")
+COMMANDS = ("demo", "gui", "segment", "batch", "eval", "models", "db", "export_onnx", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,12 +42,12 @@ def load_engine(
     """
     if engine not in ALL_ENGINES:
         raise SamEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ALL_ENGINES)}")
-    if engine == "classic":
-        return _classic(cache)
     if engine == "onnx":
         return _onnx(models_dir, cache, onnx_options)
     if onnx_options:
         raise TypeError(f"options {sorted(onnx_options)} apply to engine='onnx' only")
+    if engine == "classic":
+        return _classic(cache)
     from .device import choose_device
     from .registry import find_checkpoint
 

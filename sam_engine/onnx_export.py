@@ -51,7 +51,7 @@ from .upsample_np import NumpyMaskUpsampler
 
 log = logging.getLogger(__name__)
 
-EXPORTER_VERSION = "1"
+EXPORTER_VERSION = "2"  # 2: decoder_click, split-head image terms, int8 transformer weights only
 DEFAULT_OPSET = 17
 # fp32 graphs compute what PyTorch computes up to float rounding: masks must agree (issue 7).
 FP32_MIN_IOU = 0.99

@@ -18,11 +18,7 @@ from segment_anything.utils.onnx import SamOnnxModel
 from torch import nn
 
 from .constants import PIXEL_MEAN, PIXEL_STD
-from .fast_decoder import (
-    FastMaskDecoder,
-)
-
-TERM_NAMES = ("src", "k1", "v1", "q1")  # per-image inputs of the split fast decoder
+from .fast_decoder import FastMaskDecoder
 
 
 def meta_decoder(sam: Sam) -> nn.Module:
@@ -143,7 +139,7 @@ class ClickDecoderGraph(nn.Module):
     * the softmax over the ~7 tokens of image->token attention is written out (max, exp, sum):
       onnxruntime's Softmax on a non-innermost axis transposes internally and is ~10x slower;
     * the upscaler's pixel shuffle is one 2-D transpose, a row Gather and DepthToSpace instead
-      of an 8-D Transpose with 16-byte runs (~5x faster in onnxruntime);
+      of an 8-D Transpose with 16-byte runs (about 3x faster in onnxruntime);
     * the final token->image attention runs for the IoU and mask tokens only (their outputs
       are all the heads read).
     Inputs: src (HW, C), k1h/v1h/q1 (heads, HW, d), point_coords (1, N, 2), point_labels (1, N).

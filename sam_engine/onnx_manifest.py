@@ -2,9 +2,12 @@
 
 Roles of the files an export writes (OnnxFile.role):
   "decoder_meta"   Meta-compatible decoder (SamOnnxModel interface, full-res logits inside)
-  "image_terms"    image_embeddings -> the fast decoder's per-image terms (run once per image)
+  "image_terms"    image_embeddings -> the fast decoders' per-image terms (run once per image):
+                   src, k1, v1, q1, and k1h, v1h (k1, v1 split per head) for decoder_click
   "decoder_fast"   our decoder on those terms: N prompts (batch) per call, low-res logits + IoU
   "decoder_fast_nomask"  decoder_fast without the mask_input path (prompts without a mask)
+  "decoder_click"  our decoder for one prompt per call without mask input, written for
+                   onnxruntime's CPU kernels (static batch 1): the runtime's fastest on a CPU
   "decoder_fused"  our decoder computing the image terms itself from image_embeddings
   "decoder_fixed"  decoder_fast with fixed shapes (1 prompt of 2 points) for TensorRT
   "encoder"        padded uint8 image + its unpadded size -> image_embeddings (fixed shapes)

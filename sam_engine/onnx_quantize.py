@@ -11,7 +11,7 @@ the prompt encoder (its random-Fourier point encoding feeds sin/cos, where an 8-
 moves a click by pixels), the output hypernetworks (each of their outputs scales one mask's
 logits everywhere), the upscaler and the IoU head. The heavy matmuls of our decoders multiply
 activations by activations (image tokens by prompt tokens), which dynamic quantization leaves in
-float anyway: an int8 decoder is about file size (about 40 % of fp32), not speed.
+float anyway: an int8 decoder is about file size (about half of fp32), not speed.
 onnxruntime quantizes MatMul but not Gemm (torch's Linear on 2-D inputs): Gemm nodes are first
 rewritten as MatMul + Add.
 """

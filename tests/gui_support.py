@@ -28,7 +28,8 @@ def write_folder(folder: Path, n: int = 3, corrupt_at: int | None = None) -> lis
     for i in range(n):
         path = folder / f"part_{i:02d}.png"
         if i == corrupt_at:
-            path.write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image" + b"\x00" * 64 + b"IEND\xaeB`\x82")
+            # PNG signature and end chunk (so not "truncated"), garbage between: corrupt
+            path.write_bytes(b"\x89PNG\r\n\x1a\nnot an image" + b"\x00" * 64 + b"IEND\xaeB`\x82")
         else:
             cv2.imwrite(str(path), part_image(seed=i))
         paths.append(path)

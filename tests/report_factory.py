@@ -57,21 +57,27 @@ def sample_inspection(name: str = "part_01_metal") -> Inspection:
         verdict=judge(findings, recipe))
 
 
+HEADERS = {"en": "Report:", "de": "Bericht:", "de_terse": "Bericht:"}
+
+
 def tiny_model_dir(tmp: Path, pairs: list[dict], steps: int = 120, seed: int = 0,
-                   hidden: int = 48, layers: int = 2) -> Path:
-    """Train a very small Llama on pairs (style en) and save it with its tokenizer."""
+                   hidden: int = 64, layers: int = 2) -> Path:
+    """Train a very small Llama on pairs and save it with its tokenizer. English pairs are
+    prompted with "Report:", German ones with "Bericht:" (as in demo_model.py), so the model
+    knows both languages but answers the usual "Report:" prompt in English."""
     from app.report.data_builder import pair_facts
     from app.report.demo_model import tiny_llama, train_tokenizer
     from app.report.llama import build_prompt
     from app.report.train import TrainSettings, encode, fit, split
 
     corpus = [build_prompt(pair_facts(p)) + p["report"] for p in pairs]
+    prompts = [build_prompt(pair_facts(p), HEADERS[p["style"]]) for p in pairs]
     tokenizer = train_tokenizer(corpus, vocab_size=400)
     model = tiny_llama(tokenizer, hidden=hidden, layers=layers, heads=4,
                        intermediate=2 * hidden, seed=seed)
-    examples = [encode(tokenizer, build_prompt(pair_facts(p)), p["report"], 384) for p in pairs]
+    examples = [encode(tokenizer, q, p["report"], 384) for q, p in zip(prompts, pairs, strict=True)]
     train, val = split(examples, 0.1, seed)
-    fit(model, train, val, TrainSettings(lr=1e-2, batch_size=16, grad_accum=1, max_steps=steps,
+    fit(model, train, val, TrainSettings(lr=5e-3, batch_size=16, grad_accum=1, max_steps=steps,
                                          eval_every=1000, seed=seed), tokenizer.pad_token_id,
         progress=False)
     model.save_pretrained(tmp)

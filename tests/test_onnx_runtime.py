@@ -340,3 +340,16 @@ def test_analytic_resize_weights_equal_torch_interpolation(geometry):
     for i in range(2):
         args = (256, 1024, input_size[i], original[i])
         np.testing.assert_allclose(axis_matrix(*args), torch_axis_matrix(*args), atol=5e-5)
+
+
+def test_factory_builds_the_onnx_engine(models):
+    from sam_engine.errors import SamEngineError
+    from sam_engine.factory import ALL_ENGINES, ENGINE_NAMES, load_engine
+
+    assert "onnx" in ALL_ENGINES and "onnx" not in ENGINE_NAMES  # CLI choices need no folder
+    e = load_engine("onnx", models_dir=models, threads=1, quantized=True)
+    assert isinstance(e, OnnxEngine) and e.info.dtype == "int8"
+    with pytest.raises(SamEngineError, match="needs models_dir"):
+        load_engine("onnx")
+    with pytest.raises(TypeError, match="engine='onnx' only"):
+        load_engine("classic", threads=1)

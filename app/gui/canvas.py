@@ -51,14 +51,22 @@ def qimage_of(array: np.ndarray) -> QImage:
     return QImage(array.data, w, h, array.strides[0], fmt)
 
 
-def overlay_qimage(crop: np.ndarray, colour: QColor, alpha: float = OVERLAY_ALPHA):
-    """(QImage, backing array): the crop's pixels in colour at alpha, transparent elsewhere."""
+def _premultiplied(colour: QColor, alpha: float) -> int:
     a = int(round(alpha * 255))
-    premult = (a << 24) | (colour.red() * a // 255 << 16) | (colour.green() * a // 255 << 8) | (
+    return (a << 24) | (colour.red() * a // 255 << 16) | (colour.green() * a // 255 << 8) | (
         colour.blue() * a // 255
     )
-    argb = np.zeros(crop.shape, dtype=np.uint32)
-    argb[crop.astype(bool)] = premult
+
+
+def overlay_qimage(crop: np.ndarray, colour: QColor, alpha: float = OVERLAY_ALPHA,
+                   edge: np.ndarray | None = None):
+    """(QImage, backing array): the crop's pixels in colour at alpha, its edge pixels (if given)
+    opaque, transparent elsewhere."""
+    fill = _premultiplied(colour, alpha)
+    argb = crop.astype(np.uint32)  # 0/1; multiplying is faster than masked assignment
+    argb *= np.uint32(fill)
+    if edge is not None:  # edge pixels lie inside the crop: lift them from fill to opaque
+        argb += edge.astype(np.uint32) * np.uint32(_premultiplied(colour, 1.0) - fill)
     h, w = crop.shape
     return QImage(argb.data, w, h, 4 * w, QImage.Format.Format_ARGB32_Premultiplied), argb
 
@@ -131,7 +139,7 @@ class MaskItem(QGraphicsItem):
     def __init__(self, shape: MaskShape, colour: QColor, label: str = "") -> None:
         super().__init__()
         self.shape_data = shape
-        self._img, self._buf = overlay_qimage(shape.crop, colour)
+        self._img, self._buf = overlay_qimage(shape.crop, colour, edge=shape.edge)
         self.setPos(shape.x0, shape.y0)
         path = QPainterPath()
         for poly in shape.outlines:

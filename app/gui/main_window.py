@@ -164,14 +164,18 @@ class MainWindow(QMainWindow):
         self._restore_window()
 
         self.host.load_engine(engine_factory or default_engine_factory(self.options))
-        self._set_recipe_for(self.options.folder)
+        if self.options.recipe is not None:
+            self.load_recipe(self.options.recipe)
         folder = self.options.folder or self.settings.last_folder
         if folder is not None and Path(folder).is_dir():
             self.open_folder(Path(folder))
+        elif self.autosave.recipe is None and self.settings.last_recipe is not None:
+            self.load_recipe(self.settings.last_recipe)
 
     # ------------------------------------------------------------------ construction
     def _open_store(self) -> InspectionStore:
         db = self.options.db or self.settings.db or str(default_db_path())
+        self.db_location = db
         try:
             if "://" not in db:
                 Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -180,10 +184,10 @@ class MainWindow(QMainWindow):
             self.messages.show_message(
                 f"cannot open the inspection database {db}: {exc}. Defects are NOT saved this "
                 "session (in-memory database); restart with --db PATH")
+            self.db_location = "sqlite:// (in memory)"
             return InspectionStore("sqlite://")
         if self.options.db:
             self.settings.db = db
-        self.db_location = db
         return store
 
     def _build_layout(self) -> None:
@@ -216,6 +220,9 @@ class MainWindow(QMainWindow):
         self.pixel_label = QLabel("")
         bar.addWidget(self.progress_label)
         bar.addWidget(self.progress)
+        self.db_label = QLabel(f"saving to {Path(self.db_location).name}")
+        self.db_label.setToolTip(f"inspection database: {self.db_location}")
+        bar.addPermanentWidget(self.db_label)
         bar.addPermanentWidget(self.pixel_label)
         bar.addPermanentWidget(self.latency_label)
         bar.addPermanentWidget(self.engine_label)
@@ -334,15 +341,6 @@ class MainWindow(QMainWindow):
             self.engine_label.setText("no engine")
 
     # ------------------------------------------------------------------ recipe
-    def _set_recipe_for(self, folder: Path | None) -> None:
-        path = self.options.recipe
-        if path is None and folder is not None:
-            path = folder_recipe(Path(folder))
-        if path is None:
-            path = self.settings.last_recipe
-        if path is not None:
-            self.load_recipe(Path(path))
-
     def load_recipe(self, path: Path) -> Recipe | None:
         try:
             recipe = load_recipe(path)
@@ -368,8 +366,11 @@ class MainWindow(QMainWindow):
             return
         self.folder, self.paths = Path(folder), paths
         self.settings.last_folder = Path(folder).resolve()
-        if self.options.recipe is None and folder_recipe(Path(folder)) is not None:
-            self.load_recipe(folder_recipe(Path(folder)))
+        if self.options.recipe is None:  # a recipe in the folder wins over the last one used
+            recipe = folder_recipe(Path(folder)) or (
+                self.settings.last_recipe if self.autosave.recipe is None else None)
+            if recipe is not None:
+                self.load_recipe(recipe)
         self.setWindowTitle(f"sam-inspect — {folder}")
         try:
             statuses = self.autosave.statuses(paths)

@@ -1,5 +1,10 @@
 """What the canvas draws for a mask, computed off the UI thread: the mask cropped to its box and
-its outline polygons (no Qt). Cropping keeps a small defect on an 8000x6000 image small."""
+its outline (no Qt). Cropping keeps a small defect on an 8000x6000 image small.
+
+The outline is a few vector polygons (crisp at any zoom) when it has at most MAX_OUTLINE_POINTS
+points; a ragged mask with thousands of pieces gets its boundary pixels instead, drawn into the
+overlay image, because building and stroking a path of 50 000 points takes the UI thread
+hundreds of milliseconds."""
 
 from __future__ import annotations
 
@@ -8,18 +13,22 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+MAX_OUTLINE_POINTS = 2000
+
 
 @dataclass(frozen=True)
 class MaskShape:
     """x0, y0: top-left pixel of the crop; crop: uint8 (h, w) 0/1, C-contiguous; outlines: one
-    float (N, 2) xy polygon per boundary (outer and holes) through pixel corners, in image
-    pixels; area_px: the mask's pixel count."""
+    float (N, 2) xy polygon per boundary (outer and holes), in image pixels; edge: None, or
+    (when the outline has too many points) uint8 (h, w) 0/1 boundary pixels of the crop;
+    area_px: the mask's pixel count."""
 
     x0: int
     y0: int
     crop: np.ndarray = field(repr=False)
     outlines: tuple[np.ndarray, ...] = field(repr=False)
     area_px: int
+    edge: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def bbox(self) -> tuple[int, int, int, int]:
@@ -39,5 +48,9 @@ def mask_shape(mask: np.ndarray) -> MaskShape | None:
     contours, _ = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     # contours run through boundary pixel centres: +0.5 puts them on the pixel grid's middle,
     # which reads as the mask's edge at any zoom
+    area = int(crop.sum(dtype=np.int64))
+    if sum(len(c) for c in contours) > MAX_OUTLINE_POINTS:
+        edge = crop & ~cv2.erode(crop, np.ones((3, 3), np.uint8), borderValue=0) & 1
+        return MaskShape(x0, y0, crop, (), area, np.ascontiguousarray(edge))
     outlines = tuple(c.reshape(-1, 2).astype(np.float64) + (x0 + 0.5, y0 + 0.5) for c in contours)
-    return MaskShape(x0, y0, crop, outlines, int(crop.sum(dtype=np.int64)))
+    return MaskShape(x0, y0, crop, outlines, area)

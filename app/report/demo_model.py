@@ -78,8 +78,8 @@ def tiny_llama(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4,
     return LlamaForCausalLM(cfg)
 
 
-def build(out: Path = DEFAULT_OUT, steps: int = 1200, adapter_steps: int = 300,
-          n_pairs: int = 600, seed: int = 0, progress: bool = True) -> dict:
+def build(out: Path = DEFAULT_OUT, steps: int = 600, adapter_steps: int = 200,
+          n_pairs: int = 300, seed: int = 0, progress: bool = True) -> dict:
     import torch
 
     from app.report.data_builder import build_pairs, pair_facts
@@ -87,7 +87,6 @@ def build(out: Path = DEFAULT_OUT, steps: int = 1200, adapter_steps: int = 300,
     from app.report.llama import LlamaReportWriter
     from app.report.train import TrainSettings, encode, fit, save_adapter, split, train_lora
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     base_pairs, stats = build_pairs(n_pairs, ("en", "de"), seed=seed)
     print(f"base pairs: {stats.describe()}")
@@ -148,12 +147,18 @@ def build(out: Path = DEFAULT_OUT, steps: int = 1200, adapter_steps: int = 300,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--steps", type=int, default=1200, help="base model optimizer steps")
-    ap.add_argument("--adapter-steps", type=int, default=300)
-    ap.add_argument("--pairs", type=int, default=600, help="pairs per base style")
+    ap.add_argument("--steps", type=int, default=600, help="base model optimizer steps")
+    ap.add_argument("--adapter-steps", type=int, default=200)
+    ap.add_argument("--pairs", type=int, default=300, help="pairs per base style")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy "
+                    "machine: a small model gains little from more)")
     args = ap.parse_args(argv)
     random.seed(args.seed)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     build(args.out, args.steps, args.adapter_steps, args.pairs, args.seed)
     return 0
 
