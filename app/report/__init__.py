@@ -35,8 +35,8 @@ def write_report(inspection: Inspection, out: str | Path, fmt: str | None = None
     from app.report.render import FORMATS, render_report
 
     out = Path(out)
-    fmt = fmt or out.suffix.lstrip(".").lower().replace("markdown", "md").replace("htm", "html")
-    fmt = "html" if fmt == "htmll" else fmt
+    suffix = out.suffix.lstrip(".").lower()
+    fmt = fmt or {"markdown": "md", "htm": "html"}.get(suffix, suffix)
     if fmt not in FORMATS:
         raise ValueError(f"{out}: cannot tell the report format from the suffix; use .md, "
                          ".html or .pdf (or give fmt)")

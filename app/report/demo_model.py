@@ -80,7 +80,6 @@ def tiny_llama(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4,
 
 def build(out: Path = DEFAULT_OUT, steps: int = 600, adapter_steps: int = 200,
           n_pairs: int = 300, seed: int = 0, progress: bool = True) -> dict:
-    import torch
 
     from app.report.data_builder import build_pairs, pair_facts
     from app.report.evaluate import evaluate_writer

@@ -11,7 +11,6 @@ the report to state.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -92,15 +91,12 @@ def check_and_repair(raw: str, facts: ReportFacts, style: str, source: str,
     if kept and len(kept) * 2 >= len(sentences):
         sep = "\n" if "\n" in raw.strip() else " "
         text = sep.join(kept)
-        added = 0
         if not check_text(text, facts).verdict_stated:
-            verdict_sentence = split_sentences(template_narrative(facts, style).text)[-1]
-            text += sep + verdict_sentence
-            added = 1
+            text += sep + split_sentences(template_narrative(facts, style).text)[-1]
         final = check_text(text, facts)
         if final.passed:
             return Narrative(text, REPAIRED, final_check=final,
-                             dropped=len(sentences) - len(kept) + added * 0, **kw)
+                             dropped=len(sentences) - len(kept), **kw)
     fallback = template_narrative(facts, style)
     return Narrative(fallback.text, TEMPLATE, final_check=fallback.final_check, **kw)
 
@@ -142,6 +138,3 @@ def build_report(inspection: Inspection, *, recipe=None, writer=None, style: str
                         final_check=nar.final_check, error=model_error)
     return Report(facts, nar, inspection, image_root)
 
-
-def strip_slots(text: str) -> str:
-    return re.sub(r"\{\??[^}]*\}", "", text)
