@@ -345,11 +345,18 @@ class SamEngine:
         )
         low_res, iou = self.decoder(feats.terms, sparse, mask, multimask_output)
         low_cpu = low_res.float().cpu()
+        if self.device.type == "cpu":
+            upsample = lambda b, c: feats.upsampler(low_cpu[b, c][None])[0]  # noqa: E731
+        else:
+            # On an accelerator the full-frame interpolation is a few microseconds, while the
+            # CPU window search is not: upsample there and copy only the boolean mask back.
+            def upsample(b: int, c: int) -> np.ndarray:
+                return (feats.upsampler.logits(low_res[b, c][None]) > 0)[0].cpu().numpy()
         return Masks(
             scores=iou.float().cpu().numpy(),
             low_res_logits=low_cpu.numpy(),
             image_size=handle.original_size,
-            upsample=lambda b, c: feats.upsampler(low_cpu[b, c][None])[0],
+            upsample=upsample,
         )
 
 
