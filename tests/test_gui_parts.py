@@ -243,3 +243,18 @@ def test_gui_options_from_args():
     add_arguments(p)
     opts = GuiOptions.from_args(p.parse_args(["--db", "x.db", "--engine", "classic"]))
     assert opts.db == "x.db" and opts.engine == "classic" and opts.folder is None
+
+
+def test_a_failed_save_leaves_nothing_shown_as_saved(tmp_path):
+    from app.store import StoreError
+
+    class BrokenStore:
+        def add_inspection(self, inspection, actor=None):
+            raise StoreError("disk full")
+
+    a = Autosave(BrokenStore(), None, Station())
+    insp = a.new_inspection(tmp_path / "p.png", "d")
+    f = a.make_finding(_mask(0, 0, 3, 3, (8, 8)), "defect", None, None)
+    with pytest.raises(StoreError, match="disk full"):
+        a.add(insp, [f])
+    assert insp.findings == [] and insp.id is None

@@ -3,6 +3,7 @@ validation loss and changes the style, adapter round trip, broken folders fall b
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,18 @@ def test_a_failing_model_falls_back_to_the_template():
 
     nar = build_report(known_inspection(), writer=Broken()).narrative
     assert nar.status == TEMPLATE and "model failed" in nar.note and nar.final_check.passed
+
+
+DEMO = Path(__file__).resolve().parents[1] / "models" / "report-demo"
+
+
+@pytest.mark.skipif(not (DEMO / "config.json").is_file(), reason="no demo report model")
+def test_shipped_demo_model_and_adapter_write_checked_reports_in_two_styles():
+    insp = known_inspection()
+    base = build_report(insp, writer=load_writer(DEMO, device="cpu")).narrative
+    terse = build_report(insp, writer=load_writer(DEMO, DEMO / "adapter-de-terse",
+                                                  device="cpu")).narrative
+    assert base.final_check.passed and terse.final_check.passed
+    assert terse.style == "de_terse" and "Ergebnis: FAIL" in terse.text
+    assert "does not conform" in base.text or "FAIL" in base.text
+    assert "Kratzer" in terse.text and "Kratzer" not in base.text

@@ -117,7 +117,11 @@ class Autosave:
         if inspection.id is None:
             inspection.findings.extend(findings)
             inspection.verdict = None
-            self.store.add_inspection(inspection, actor=self.actor)
+            try:
+                self.store.add_inspection(inspection, actor=self.actor)
+            except Exception:  # nothing was stored: the window must not show them as saved
+                del inspection.findings[len(inspection.findings) - len(findings):]
+                raise
         else:
             for f in findings:
                 f.id = None

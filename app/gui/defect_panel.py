@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -134,6 +136,6 @@ class DefectPanel(QWidget):
             return
         colour = "#1a7f37" if shown.passed else "#cf222e"
         head = "Verdict" if stored is not None else "Verdict so far (Ctrl+Enter to finish)"
-        reasons = "".join(f"<li>{r.message}</li>" for r in shown.reasons)
+        reasons = "".join(f"<li>{html.escape(r.message)}</li>" for r in shown.reasons)
         self.verdict.setText(f"{head}: <b style='color:{colour}'>{shown.status}</b>"
                              + (f"<ul>{reasons}</ul>" if reasons else ""))
