@@ -144,6 +144,17 @@ def test_rerun_skips_done_images_and_force_redoes_them(first_run):
     assert forced.summary["images_inspected"] == 8
 
 
+def test_report_option_writes_one_report_per_image_with_its_verdict(first_run):
+    tmp, _, first = first_run
+    out = tmp / "out_reports"
+    result = run_batch(BatchConfig(tmp / "in", out, engine="classic", quiet=True, report="md",
+                                   prompts=tmp / "in", recipe=tmp / "recipe.toml"))
+    for rec in result.records:
+        text = (out / "reports" / f"{rec.out_stem}.md").read_text()
+        assert rec.inspection.verdict.status in text
+        assert rec.inspection.part_id and rec.inspection.part_id in text
+
+
 def test_changed_prompt_file_or_settings_redo_only_what_changed(tmp_path):
     truth = write_parts(tmp_path / "in", 3)
     run_batch(config(tmp_path, prompts=tmp_path / "in"))

@@ -34,6 +34,7 @@ class BatchConfig:
     force: bool = False
     quiet: bool = False
     overlays: bool = False
+    report: str | None = None  # "md", "html" or "pdf": a written report per image in OUT/reports
     db: str | None = None  # store URL or file; None: OUT/inspections.db
     no_store: bool = False
     lot: str = ""

@@ -158,6 +158,8 @@ def run_batch(config: BatchConfig, engine=None,
         if rec is not None and rec.key == keys[image.rel] and ledger.is_done(rec.key, rec.rel):
             records.append(rec)
     write_reports(out, records, recipe.class_names if recipe else ())
+    if config.report:
+        _write_inspection_reports(out, records, config, recipe)
     backend = "local" if config.ray is None else f"ray ({config.ray})"
     summary = build_summary(records, counts, stats, engine.info.describe(), backend,
                             f"{recipe.name} {recipe.version}" if recipe else None)
@@ -166,6 +168,24 @@ def run_batch(config: BatchConfig, engine=None,
     if interrupted:
         raise KeyboardInterrupt
     return BatchResult(summary, records)
+
+
+def _write_inspection_reports(out: Path, records: list[ImageRecord], config: BatchConfig,
+                              recipe: Recipe | None) -> None:
+    """One report per image in OUT/reports, redone only when its record is newer. A report that
+    cannot be written is logged with its path; the inspection results stay valid."""
+    from app.batch.outputs import record_path
+    from app.report import write_report
+
+    for rec in records:
+        dest = out / "reports" / f"{rec.out_stem}.{config.report}"
+        src = record_path(out, rec.out_stem)
+        if dest.exists() and src.exists() and dest.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        try:
+            write_report(rec.inspection, dest, recipe=recipe, image_root=str(config.input))
+        except Exception as exc:  # a report is a view; never lose the batch over it
+            log.error("%s: report not written: %s", dest, exc)
 
 
 def _load_engine(config: BatchConfig):

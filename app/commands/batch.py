@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar; warnings, errors "
                      "and the final summary only")
     run.add_argument("--overlays", action="store_true", help="also write overlay PNGs")
+    run.add_argument("--report", choices=("md", "html", "pdf"), help="also write an inspection "
+                     "report per image to OUT/reports (template wording; see `sam-inspect report`)")
     run.add_argument("--mm-per-px", type=float, help="calibration (overrides the recipe's)")
     run.add_argument("--db", help="inspection store: file or SQLAlchemy URL (default: "
                      "OUT/inspections.db)")
@@ -81,6 +83,7 @@ def run_command(args: argparse.Namespace) -> int:
         auto_class=args.auto_class, engine=args.engine, model=args.model,
         checkpoint=args.checkpoint, device=args.device, precision=args.precision,
         mm_per_px=args.mm_per_px, force=args.force, quiet=args.quiet, overlays=args.overlays,
+        report=args.report,
         db=args.db, no_store=args.no_store, lot=args.lot, station=args.station,
         operator=args.operator, loaders=args.loaders, batch_size=args.batch_size, ray=args.ray,
         ray_actors=args.ray_actors)
