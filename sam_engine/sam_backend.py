@@ -76,7 +76,10 @@ class SamEngine:
         cuda_graphs: bool | None = None,
         warmup: bool | None = None,
         batch_size: int | None = None,
+        decoder: str = "auto",
     ) -> None:
+        if decoder not in ("auto", "fast", "meta"):
+            raise ValueError(f"decoder must be auto, fast or meta, not {decoder!r}")
         self.choice = device if isinstance(device, DeviceChoice) else choose_device(device)
         self.device = torch.device(self.choice.device)
         self.model = sam.eval()
@@ -92,6 +95,10 @@ class SamEngine:
             self.model.mask_decoder,
             chunk=1 if self.device.type == "cpu" else None,
         )
+        # The reassociated decoder halves the FLOPs, which pays on a CPU. On an H100 both are
+        # launch-bound and measured alike (benchmarks/results/engine_vit_h_cuda*.json), so
+        # "auto" keeps the fast one; "meta" runs Meta's module unchanged, for comparison.
+        self.meta_decoder = decoder == "meta"
         self._mean, self._std = mean_std(self.device)
         self._mean_cpu, self._std_cpu = mean_std(torch.device("cpu"))
         self.fast = fast
@@ -109,6 +116,7 @@ class SamEngine:
         self._key_extra = ".".join([self.weights_id, *variant])
         self._prepared_by = "sam:pinned-uint8" if self.resize_on_device else "sam:cpu-pixels"
         parts = ["fast encoder" if fast else "Meta's encoder modules"]
+        parts += ["Meta's decoder" if self.meta_decoder else "fast decoder"]
         parts += ["torch.compile"] if self.compiled else []
         parts += ["CUDA graphs"] if self.cuda_graphs else []
         self.info = EngineInfo(
@@ -340,10 +348,19 @@ class SamEngine:
     ) -> Masks:
         feats: SamFeatures = handle.features
         points, labels, boxes, mask = self.prompt_tensors(handle, prompts)
-        sparse, _ = self.model.prompt_encoder(
-            points=None if points is None else (points, labels), boxes=boxes, masks=None
-        )
-        low_res, iou = self.decoder(feats.terms, sparse, mask, multimask_output)
+        if self.meta_decoder:
+            pe = self.model.prompt_encoder
+            sparse, dense = pe(points=None if points is None else (points, labels),
+                               boxes=boxes, masks=mask)
+            low_res, iou = self.model.mask_decoder(
+                image_embeddings=feats.embedding, image_pe=pe.get_dense_pe(),
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                multimask_output=multimask_output)
+        else:
+            sparse, _ = self.model.prompt_encoder(
+                points=None if points is None else (points, labels), boxes=boxes, masks=None
+            )
+            low_res, iou = self.decoder(feats.terms, sparse, mask, multimask_output)
         low_cpu = low_res.float().cpu()
         if self.device.type == "cpu":
             upsample = lambda b, c: feats.upsampler(low_cpu[b, c][None])[0]  # noqa: E731

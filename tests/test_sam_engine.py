@@ -32,9 +32,11 @@ def reference(sam, image):
     return pred
 
 
-@pytest.fixture
-def engine(sam):
-    return SamEngine(sam, "tiny", device="cpu", cache=EmbeddingCache())
+@pytest.fixture(params=["fast", "meta"])
+def engine(sam, request):
+    """Both decoders (fast: the CPU default; meta: Meta's module, the GPU default) must agree
+    with SamPredictor."""
+    return SamEngine(sam, "tiny", device="cpu", cache=EmbeddingCache(), decoder=request.param)
 
 
 def test_embedding_equals_sam_predictor(engine, image, reference):
