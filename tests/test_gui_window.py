@@ -334,6 +334,29 @@ def test_export_writes_coco_rle_and_png_masks(qtbot, make_window, tmp_path):
     assert np.array_equal(png == 1, mask)
 
 
+def test_report_panel_shows_the_stored_inspection_and_saves_it(qtbot, make_window, tmp_path):
+    write_folder(tmp_path / "parts", n=1)
+    w = make_window(tmp_path / "parts", recipe=DEMO_RECIPE)
+    wait_ready(qtbot, w)
+    assert w.show_report() is None and "no inspection" in w.messages.text()
+    drag_box(qtbot, w, DEFECT[0] - 6, DEFECT[1] - 6, DEFECT[2] + 6, DEFECT[3] + 6)
+    wait_mask(qtbot, w)
+    qtbot.keyClick(w.canvas, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: len(w.annotator.findings) == 1, timeout=WAIT_MS)
+    dialog = w.show_report()
+    qtbot.addWidget(dialog)
+    text = dialog.browser.toPlainText()
+    area = w.annotator.findings[0].measurements.area_px
+    mm2 = w.annotator.findings[0].measurements.area_mm2
+    assert area > 0 and "part_00" in text and f"{mm2:.2f} mm²" in text
+    assert "not judged" in text  # no verdict until the image is finished
+    assert dialog.save(tmp_path / "report.pdf")
+    assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
+    assert not dialog.save(tmp_path / "report.docx")  # unknown format: a message, no crash
+    assert "could not write" in dialog.status.text()
+    dialog.close()
+
+
 def test_missing_model_falls_back_to_the_default_engine_with_a_message(qtbot, tmp_path):
     from sam_engine.errors import SamEngineError
 

@@ -41,6 +41,7 @@ from app.gui.export import ExportSummary, export_folder
 from app.gui.folder_dock import FolderList
 from app.gui.images import LoadedImage, auto_window, list_images, window_lut
 from app.gui.options import GuiOptions
+from app.gui.report_dialog import ReportDialog
 from app.gui.settings import Settings
 from app.gui.workers import EngineHost, Prepared
 from app.recipe import Recipe, load_recipe
@@ -267,13 +268,15 @@ class MainWindow(QMainWindow):
         a("Delete defect", "Del", self.delete_selected)
         self.act_export = a("Export…", "Ctrl+E", self.choose_export,
                             "export this folder's annotations (COCO JSON + PNG masks)")
+        self.act_report = a("Report…", "Ctrl+Shift+R", self.show_report,
+                            "the current image's inspection report (preview, save as PDF)")
         self.act_about = a("About", None, self.show_about)
 
         tools = QToolBar("Main", self)
         tools.setObjectName("main_toolbar")
         for act in (self.act_open, self.act_recipe, None, self.act_prev, self.act_next,
                     self.act_fit, None, self.act_undo, self.act_redo, self.act_accept,
-                    self.act_clear, self.act_finish, None, self.act_export):
+                    self.act_clear, self.act_finish, None, self.act_export, self.act_report):
             tools.addSeparator() if act is None else tools.addAction(act)
         tools.addSeparator()
         tools.addWidget(QLabel(" Window "))
@@ -548,6 +551,21 @@ class MainWindow(QMainWindow):
             f"exported {summary.defects} defects of {summary.images} images to "
             f"{summary.coco_path} and {summary.masks_dir}", 10_000)
         return summary
+
+    def show_report(self) -> ReportDialog | None:
+        """The report panel for the current image, from what the store holds for it."""
+        inspection = None if self.current is None else self.autosave.load(self.current)
+        if inspection is None:
+            self.messages.show_message("no inspection stored for this image yet: accept a "
+                                       "defect or finish the image (Ctrl+Enter) first")
+            return None
+        try:
+            dialog = ReportDialog(inspection, self.autosave.recipe, None, self)
+        except Exception as exc:  # the window keeps working whatever the report does
+            self.messages.show_message(f"report could not be made: {exc}")
+            return None
+        dialog.open()
+        return dialog
 
     def show_about(self) -> None:
         AboutDialog(self).exec()

@@ -83,6 +83,8 @@ def method_rows(r: Report) -> list[tuple[str, str]]:
 
 
 def _result(d: DefectFacts, f: ReportFacts) -> str:
+    if not f.verdict:
+        return "not judged"  # no verdict yet: an "OK" here would claim a check never made
     broken = [RULE_LABELS.get(x.rule, (x.rule,))[0] for x in f.reasons if x.defect == d.index]
     return "NOT OK: " + ", ".join(broken) if broken else "OK"
 
