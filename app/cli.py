@@ -25,12 +25,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Plain(logging.Formatter):
+    """What a person reads: INFO lines as plain text, others as "warning: ..." / "error: ..."
+    (module names only with --verbose)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += "\n" + self.formatException(record.exc_info)
+        return msg if record.levelno == logging.INFO else f"{record.levelname.lower()}: {msg}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(name)s: %(message)s") if args.verbose else _Plain()
     )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        handlers=[handler])
     try:
         return int(args.func(args) or 0)
     except SamEngineError as exc:  # our errors already say what to do: no traceback

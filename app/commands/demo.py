@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                                draw_overlay(loaded.rgb, masks, boxes))
         why = "; ".join(r.message for r in ins.verdict.reasons[:2])
         ms = 1e3 * sum(record.seconds.get(k, 0.0) for k in ("encode", "segment"))
-        print(f"  {path.name}: {len(masks)} defects, {ms:.0f} ms, mean IoU vs truth "
+        n = f"{len(masks)} defect" + ("" if len(masks) == 1 else "s")
+        print(f"  {path.name}: {n}, {ms:.0f} ms, mean IoU vs truth "
               f"{_mean(here)}, {ins.verdict.status}" + (f" ({why})" if why else ""))
 
     def on_failure(task: Task, exc: BaseException) -> None:
