@@ -49,7 +49,7 @@ def test_demo_skips_a_corrupt_sample_and_reports_it(tmp_path, capsys):
     (src / "bad.json").write_text("[]")
     assert main(["demo", "--samples", str(src), "--out", str(tmp_path / "o")]) == 1
     text = capsys.readouterr().out
-    assert "bad.png: skipped" in text and "good.png: 1 defects" in text
+    assert "bad.png: skipped" in text and "good.png: 1 defect," in text
 
 
 def test_segment_writes_mask_overlay_and_json(tmp_path, capsys):
