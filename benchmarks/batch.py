@@ -26,23 +26,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segment_anything import SamPredictor, sam_model_registry  # noqa: E402
+from segment_anything import SamPredictor  # noqa: E402
 
 from app.batch import BatchConfig, run_batch  # noqa: E402
+from benchmarks.common import random_sam, write_json  # noqa: E402
 from sam_engine.device import choose_device  # noqa: E402
 from sam_engine.embedding_cache import EmbeddingCache  # noqa: E402
 from sam_engine.sam_backend import SamEngine  # noqa: E402
 from sam_engine.synthetic import make_part  # noqa: E402
-
-
-def build(model: str) -> torch.nn.Module:
-    if model == "vit_t":
-        try:
-            from mobile_sam import sam_model_registry as mobile_registry
-        except ImportError as exc:
-            raise SystemExit("vit_t needs MobileSAM: pip install 'sam-inspect[mobile]'") from exc
-        return mobile_registry["vit_t"]().eval()
-    return sam_model_registry[model]().eval()
 
 
 def write_folder(folder: Path, n: int, size: tuple[int, int]) -> int:
@@ -100,7 +91,7 @@ def main() -> None:
     choice = choose_device(args.device)
     dev = torch.device(choice.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    sam = build(args.model).to(dev)
+    sam = random_sam(args.model).to(dev)
     size = tuple(int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -143,9 +134,7 @@ def main() -> None:
     print(f"| sam-inspect batch (local) | {o['images_per_s']:.3f} | {o['wall_s']:.1f} | "
           f"{100 * o['encoder_utilisation']:.0f}% |")
     print(f"\nspeed-up {res['speedup']:.2f}x")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    write_json(args.json, res)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ forward passes with CUDA sync debugging set to "error" (no host-device synchroni
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segment_anything import SamPredictor  # noqa: E402
 
+from benchmarks.common import random_sam, write_json  # noqa: E402
 from sam_engine.constants import IMG_SIZE  # noqa: E402
 from sam_engine.device import choose_device  # noqa: E402
 from sam_engine.embedding_cache import EmbeddingCache  # noqa: E402
@@ -51,10 +51,7 @@ def images(n: int, h: int = 800, w: int = 1280) -> list[np.ndarray]:
 
 
 def build(model: str) -> torch.nn.Module:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from engine import build as build_model  # the same builder as the click benchmark
-
-    sam = build_model(model)
+    sam = random_sam(model)
     with torch.no_grad():  # zero-initialised by Meta: make the bias path do something
         for name, p in sam.image_encoder.named_parameters():
             if "rel_pos" in name or "attention_biases" in name:
@@ -263,10 +260,7 @@ def main() -> None:
           f"{res['sync_free_forward']}; engine load s: "
           f"{', '.join(f'{k} {v:.1f}' for k, v in res['load_s'].items())}; attention: "
           f"{res['attention_methods']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"figures written to {args.json}")
+    write_json(args.json, res)
 
 
 if __name__ == "__main__":

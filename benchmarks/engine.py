@@ -10,7 +10,6 @@ writes the figures as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -23,8 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segment_anything import SamPredictor, sam_model_registry  # noqa: E402
+from segment_anything import SamPredictor  # noqa: E402
 
+from benchmarks.common import random_sam, write_json  # noqa: E402
 from sam_engine.device import choose_device  # noqa: E402
 from sam_engine.embedding_cache import EmbeddingCache  # noqa: E402
 from sam_engine.prompts import Prompts  # noqa: E402
@@ -64,16 +64,6 @@ def test_image(h: int = 800, w: int = 1280) -> np.ndarray:
         return (rng.random((h, w, 3)) * 255).astype(np.uint8)
 
 
-def build(model: str) -> torch.nn.Module:
-    if model == "vit_t":
-        from sam_engine.checkpoint import load_sam  # noqa: F401 (vit_t needs the mobile extra)
-
-        try:
-            from mobile_sam import sam_model_registry as mobile_registry
-        except ImportError as exc:
-            raise SystemExit("vit_t needs MobileSAM: pip install 'sam-inspect[mobile]'") from exc
-        return mobile_registry["vit_t"]().eval()
-    return sam_model_registry[model]().eval()
 
 
 def main() -> None:
@@ -89,7 +79,7 @@ def main() -> None:
     choice = choose_device(args.device)
     dev = torch.device(choice.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    sam = build(args.model).to(dev)
+    sam = random_sam(args.model).to(dev)
     rgb = test_image()
     h, w = rgb.shape[:2]
 
@@ -173,10 +163,7 @@ def main() -> None:
           f"| {b['set_image_ms']:.0f} ms (re-encodes) | {o['reopen_cached_p50']:.1f} / "
           f"{o['reopen_cached_p99']:.1f} ms | {b['set_image_ms'] / o['reopen_cached_p50']:.0f}x |")
     print(f"\nclick mask IoU ours vs SamPredictor: {', '.join(f'{v:.4f}' for v in iou)}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"figures written to {args.json}")
+    write_json(args.json, res)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import write_json  # noqa: E402
+
 
 def build_engine(model: str):
     if model == "classic":
@@ -175,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                     "platform": platform.platform()},
     }
     print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

@@ -18,7 +18,6 @@ compared on --quality random clicks and random five-box sets.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segment_anything import sam_model_registry  # noqa: E402
 
+from benchmarks.common import write_json  # noqa: E402
 from sam_engine.onnx_export import ExportOptions, export_graphs, random_prompts  # noqa: E402
 from sam_engine.onnx_runtime import (  # noqa: E402
     prompt_arrays,
@@ -167,10 +167,7 @@ def main() -> None:
         print(f"int8 decoder_click vs PyTorch, {k}: candidate mask IoU mean {v['mean_iou']:.4f}, "
               f"min {v['min_iou']:.4f} over {v['masks']} masks; same best candidate "
               f"{100 * v['same_best_candidate']:.0f} %")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"figures written to {args.json}")
+    write_json(args.json, res)
 
 
 def int8_quality(engine: SamEngine, handle, session, terms, up, n: int) -> dict:
