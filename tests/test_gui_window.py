@@ -344,6 +344,7 @@ def test_report_panel_shows_the_stored_inspection_and_saves_it(qtbot, make_windo
     qtbot.keyClick(w.canvas, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: len(w.annotator.findings) == 1, timeout=WAIT_MS)
     dialog = w.show_report()
+    assert dialog is not None, w.messages.text()
     qtbot.addWidget(dialog)
     text = dialog.browser.toPlainText()
     area = w.annotator.findings[0].measurements.area_px

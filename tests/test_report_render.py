@@ -91,3 +91,12 @@ def test_cli_build_data(tmp_path, capsys):
     lines = out.read_text().splitlines()
     assert len(lines) == 12 and "{d1." in lines[0]
     assert "pairs kept" in capsys.readouterr().out
+
+
+def test_render_function_is_not_shadowed_by_a_submodule():
+    import importlib
+
+    import app.report
+
+    importlib.import_module("app.report.documents")  # what write_report imports
+    assert callable(app.report.render)

@@ -21,7 +21,7 @@ def render(inspection: Inspection | Report, fmt: str = "html", **kw) -> str | by
     """The report of an inspection as "md" or "html" text or "pdf" bytes. kw go to
     build_report (recipe, writer, style, approver, issued, image_root, model_error). Markdown
     refers to its images by name (write_report saves them)."""
-    from app.report.render import render_report
+    from app.report.documents import render_report
 
     report = inspection if isinstance(inspection, Report) else build_report(inspection, **kw)
     doc, _ = render_report(report, fmt)
@@ -32,7 +32,7 @@ def write_report(inspection: Inspection, out: str | Path, fmt: str | None = None
                  **kw) -> Report:
     """Write the report to out (format from fmt or the suffix: .md, .html, .pdf); Markdown
     images go to a folder OUT_images beside it. Returns the Report (narrative status inside)."""
-    from app.report.render import FORMATS, render_report
+    from app.report.documents import FORMATS, render_report
 
     out = Path(out)
     suffix = out.suffix.lstrip(".").lower()

@@ -278,15 +278,17 @@ def to_html(r: Report, images: list[ReportImage], image_note: str = "",
 
 
 def _qt_app():
-    """A QGuiApplication for fonts and painting (offscreen when there is no display)."""
-    from PySide6.QtGui import QGuiApplication
+    """The Qt application for fonts and painting (offscreen when there is no display). A full
+    QApplication, not a QGuiApplication: the process may open windows later (the GUI, its
+    tests), and Qt aborts on a widget made under a QGuiApplication."""
+    from PySide6.QtWidgets import QApplication
 
-    app = QGuiApplication.instance()
+    app = QApplication.instance()
     if app is None:
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
                                                      os.environ.get("WAYLAND_DISPLAY")):
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        app = QGuiApplication([sys.argv[0] if sys.argv else "sam-inspect"])
+        app = QApplication([sys.argv[0] if sys.argv else "sam-inspect"])
     return app
 
 
