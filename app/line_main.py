@@ -67,17 +67,6 @@ def prompts_from_args(args: argparse.Namespace, recipe=None) -> list[LinePrompt]
     return out
 
 
-def _fiducial(engine: OnnxEngine, handle, recipe) -> tuple[np.ndarray, tuple[float, float]]:
-    mask = engine.predict(handle, Prompts.from_boxes([recipe.fiducial_box]),
-                          multimask_output=False).best(0)
-    if not mask.any():
-        raise SamEngineError(f"no fiducial found in {list(recipe.fiducial_box)} (recipe "
-                             f"{recipe.path}): check the part's position or the recipe's "
-                             "fiducial_box")
-    ys, xs = np.nonzero(mask)
-    return mask, (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
-
-
 def _resolve(prompts: list[LinePrompt], size: tuple[int, int], fid_xy) -> list[Prompts]:
     out = []
     for lp in prompts:
@@ -96,8 +85,9 @@ def run_line(image: Path, models: Path, prompts: list[LinePrompt], out_dir: Path
              mm_per_px: float | None = None, prefer_tensorrt: bool = False) -> dict:
     """Segment every prompt on one image, measure, judge against the recipe (when given);
     write the mask PNG and JSON; return the JSON dict."""
+    from app.fiducial import image_calibration, locate_fiducial, needs_fiducial
     from app.findings import Finding, prompts_to_dict
-    from app.measure import Calibration, measure
+    from app.measure import measure
 
     t0 = time.perf_counter()
     engine = OnnxEngine(models, quantized=quantized, threads=threads,
@@ -108,11 +98,9 @@ def run_line(image: Path, models: Path, prompts: list[LinePrompt], out_dir: Path
     size = handle.original_size
     t_enc = time.perf_counter()
     fid_mask = fid_xy = None
-    if recipe is not None and recipe.fiducial_box is not None and (
-        any(getattr(lp.spec, "frame", "pixels") == "fiducial" for lp in prompts)
-        or (recipe.fiducial_diameter_mm is not None and mm_per_px is None)
-    ):
-        fid_mask, fid_xy = _fiducial(engine, handle, recipe)
+    if needs_fiducial(recipe, (getattr(lp.spec, "frame", "pixels") for lp in prompts),
+                      mm_per_px):
+        fid_mask, fid_xy = locate_fiducial(engine, handle, recipe)
     resolved = _resolve(prompts, size, fid_xy)
     masks, scores, classes = [], [], []
     for lp, p in zip(prompts, resolved, strict=True):
@@ -122,12 +110,7 @@ def run_line(image: Path, models: Path, prompts: list[LinePrompt], out_dir: Path
             scores.append(float(res.scores[b, res.best_index(b)]))
             classes.append(lp.defect_class)
     t_dec = time.perf_counter()
-    if mm_per_px is not None:
-        cal = Calibration(mm_per_px)
-    elif recipe is not None:
-        cal = recipe.calibrate(fid_mask)
-    else:
-        cal = Calibration(None)
+    cal = image_calibration(recipe, mm_per_px, fid_mask)
     datum = recipe.datum if recipe is not None else None
     defects, findings = [], []
     for i, (mask, score, cls) in enumerate(zip(masks, scores, classes, strict=True), start=1):

@@ -24,11 +24,6 @@ def is_frozen() -> bool:
     return bool(getattr(sys, "frozen", False))
 
 
-def bundle_dir() -> Path | None:
-    """The folder holding the frozen executable (where IT puts `models/`), else None."""
-    return Path(sys.executable).resolve().parent if is_frozen() else None
-
-
 def user_models_dir() -> Path:
     """Per-user models folder (`sam-inspect models download` writes here by default)."""
     return registry.user_data_dir()
@@ -72,8 +67,7 @@ def log_dir() -> Path:
 def models_install_dir() -> Path:
     """Where to tell people to put models: `models/` beside a frozen executable, else the user
     models folder."""
-    beside = bundle_dir()
-    return beside / "models" if beside is not None else user_models_dir()
+    return registry.bundle_models_dir() or user_models_dir()
 
 
 def models_search_dirs() -> list[Path]:

@@ -18,8 +18,9 @@ import numpy as np
 
 from app.batch.discovery import ImageFile
 from app.batch.prompt_sources import PromptSource
+from app.fiducial import image_calibration, locate_fiducial, needs_fiducial
 from app.findings import Finding, Inspection, prompts_to_dict
-from app.measure import Calibration, measure
+from app.measure import measure
 from app.recipe import PromptSpec, Recipe
 from app.verdict import judge
 from sam_engine.auto_masks import AutoMaskGenerator, AutoMaskSettings
@@ -133,17 +134,6 @@ def encode(engine, loaded: Loaded) -> ImageHandle:
     return engine.set_image(loaded.rgb)
 
 
-def _fiducial(engine, handle: ImageHandle, recipe: Recipe, loaded: Loaded):
-    masks = engine.predict(handle, Prompts.from_boxes([recipe.fiducial_box]),
-                           multimask_output=False)
-    mask = masks.best(0)
-    if not mask.any():
-        raise InspectError(f"{loaded.task.image.path}: no fiducial found in "
-                           f"{list(recipe.fiducial_box)} (recipe {recipe.path})")
-    ys, xs = np.nonzero(mask)
-    return mask, (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
-
-
 def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
             generator: AutoMaskGenerator | None = None) -> Segmented:
     """Masks for the image's prompts (box-only prompts decoded as one batch) and, with auto
@@ -152,11 +142,11 @@ def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
     size = handle.original_size
     recipe = job.recipe
     fid_mask = fid_xy = None
-    needs_fiducial = any(s.frame == "fiducial" for s in loaded.specs)
-    if recipe is not None and recipe.fiducial_box is not None and (
-        needs_fiducial or (recipe.fiducial_diameter_mm is not None and job.mm_per_px is None)
-    ):
-        fid_mask, fid_xy = _fiducial(engine, handle, recipe, loaded)
+    if needs_fiducial(recipe, (s.frame for s in loaded.specs), job.mm_per_px):
+        try:
+            fid_mask, fid_xy = locate_fiducial(engine, handle, recipe)
+        except SamEngineError as exc:
+            raise InspectError(f"{loaded.task.image.path}: {exc}") from None
     try:
         prompts = [s.to_prompts(size, fid_xy) for s in loaded.specs]
     except ValueError as exc:
@@ -185,16 +175,6 @@ def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
     return Segmented(loaded, segments, fid_mask)
 
 
-def calibration_for(job: Job, fiducial_mask: np.ndarray | None) -> Calibration:
-    if job.mm_per_px is not None:
-        return Calibration(job.mm_per_px)
-    if job.recipe is None:
-        return Calibration(None)
-    if job.recipe.fiducial_diameter_mm is not None:
-        return job.recipe.calibrate(fiducial_mask)
-    return job.recipe.calibration
-
-
 def finish(seg: Segmented, job: Job, info: EngineInfo) -> ImageRecord:
     """Measure every mask, judge against the recipe, and build the record (CPU only)."""
     t0 = time.perf_counter()
@@ -203,7 +183,7 @@ def finish(seg: Segmented, job: Job, info: EngineInfo) -> ImageRecord:
     if len(kept) < len(seg.segments):
         log.info("%s: %d prompt(s) gave an empty mask", loaded.task.image.path,
                  len(seg.segments) - len(kept))
-    cal = calibration_for(job, seg.fiducial_mask)
+    cal = image_calibration(job.recipe, job.mm_per_px, seg.fiducial_mask)
     datum = job.recipe.datum if job.recipe is not None else None
     findings = [Finding(s.defect_class, s.mask, measure(s.mask, cal, datum=datum), s.score,
                         s.prompts, source=info.name) for s in kept]
