@@ -88,6 +88,30 @@ def test_migrations_match_models(tmp_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
+def test_upgrade_from_first_schema_keeps_rows_and_indexes_image_path(tmp_path):
+    from alembic import command
+
+    from app.store.migrate import alembic_config
+
+    db = tmp_path / "old.db"
+    command.upgrade(alembic_config(url=f"sqlite:///{db}"), "0001")  # a database made by 0.1
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO inspections (image_path, image_sha256, part_id, serial, lot, "
+                "station, operator, time, engine, model_id, checkpoint_sha256, recipe_name, "
+                "recipe_version, verdict) VALUES ('a.png', 'ab', '', '', '', '', '', "
+                "'2026-11-23 06:00:00', '', '', '', '', '', NULL)")
+    con.commit()
+    before = {r[1] for r in con.execute("PRAGMA index_list(inspections)")}
+    con.close()
+    assert "ix_inspections_image_path" not in before
+    with InspectionStore(db) as store:
+        assert store.latest_inspection("a.png") is not None
+    con = sqlite3.connect(db)
+    after = {r[1] for r in con.execute("PRAGMA index_list(inspections)")}
+    assert "ix_inspections_image_path" in after
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head_revision()
+
+
 def test_audit_trail_is_append_only(tmp_path):
     with InspectionStore(tmp_path / "a.db") as store:
         insp = make_inspection()

@@ -18,7 +18,7 @@ class InspectionRow(Base):
     __tablename__ = "inspections"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_path: Mapped[str] = mapped_column(Text)
+    image_path: Mapped[str] = mapped_column(Text, index=True)  # the GUI's per-file lookups
     image_sha256: Mapped[str] = mapped_column(String(64), index=True)
     part_id: Mapped[str] = mapped_column(String(200), default="")
     serial: Mapped[str] = mapped_column(String(200), default="")
