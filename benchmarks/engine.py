@@ -104,7 +104,7 @@ def main() -> None:
         ours_set = []
         for _ in range(args.encode_reps):
             eng.cache.clear()
-            for f in Path(tmp).iterdir():
+            for f in Path(tmp).glob("*.emb"):  # the embeddings (not the onnx-click folder)
                 f.unlink()
             ours_set += timed(lambda: eng.set_image(rgb), 1, warmup=0, sync=sync)
         handle = eng.set_image(rgb)

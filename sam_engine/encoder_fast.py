@@ -10,6 +10,7 @@ function as Meta's `ImageEncoderViT` (or MobileSAM's `TinyViT`, see encoder_tiny
   tokens: the padded ones project to the qkv bias, which is what is written there);
 - relative-position index tables precomputed on the device (no host-device copy or sync inside
   the forward);
+- on a CPU (eager), the MLPs over token chunks (encoder_cpu);
 - precision: the twin's weights cast to bf16/fp16; LayerNorms run in fp32 for fp16 (both half
   types for the neck's LayerNorm2d); the embedding comes back as fp32.
 
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Block, ImageEncoderViT, get_rel_pos
 from torch import nn
 
+from .encoder_cpu import cpu_path, mlp_residual
 from .encoder_windows import merge, partition
 from .errors import SamEngineError
 
@@ -248,6 +250,9 @@ class FastBlock(nn.Module):
         else:
             o = self.attn.attend(qkv).transpose(1, 2).reshape(b, h, w, c)
         x = x + self.attn.proj(o)
+        if cpu_path(x):  # the (tokens, 4C) hidden activations in cache-sized chunks
+            m = self.mlp
+            return mlp_residual(x, self.norm2, m.lin1, m.act, m.lin2)
         return x + self.mlp(self.norm2(x))
 
 

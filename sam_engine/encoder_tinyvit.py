@@ -11,7 +11,10 @@ What differs from `mobile_sam.modeling.tiny_vit_sam` (same function, same state-
 - every Conv2d + BatchNorm pair evaluated as one convolution with the BatchNorm folded into
   its weights (inference statistics, folded when the twin is built);
 - the local depthwise convolution and patch merging read and write the token layout directly
-  as channels-last images (no transpose copies).
+  as channels-last images (no transpose copies);
+- on a CPU (eager): the patch embedding, the MBConvs and the patch mergings evaluated in row
+  strips (1x1 convolutions as GEMMs, GELU in place), the MLPs over token chunks (encoder_cpu:
+  the full-resolution intermediates never exist whole).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .encoder_cpu import ConvStep, cpu_path, mlp_residual, run_strips
 from .encoder_windows import merge, partition
 
 
@@ -50,6 +54,10 @@ class FastMBConv(nn.Module):
         self.conv3, self.act3 = FusedConvBN(m.conv3), m.act3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if cpu_path(x):
+            steps = [ConvStep.of(self.conv1, self.act1), ConvStep.of(self.conv2, self.act2),
+                     ConvStep.of(self.conv3)]
+            return run_strips(x, steps, residual=x, final_gelu=self.act3.approximate)
         y = self.act2(self.conv2(self.act1(self.conv1(x))))
         return self.act3(self.conv3(y) + x)
 
@@ -66,7 +74,11 @@ class FastPatchMerging(nn.Module):
         if x.ndim == 3:
             h, w = self.input_resolution
             x = x.view(len(x), h, w, -1).permute(0, 3, 1, 2)  # a channels-last image, no copy
-        x = self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
+        if cpu_path(x):
+            x = run_strips(x, [ConvStep.of(self.conv1, self.act),
+                               ConvStep.of(self.conv2, self.act), ConvStep.of(self.conv3)])
+        else:
+            x = self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
         return x.flatten(2).transpose(1, 2)
 
 
@@ -119,6 +131,9 @@ class FastTinyViTBlock(nn.Module):
         x = x + a.proj(o)
         y = self.local_conv(x.view(b, h, w, c).permute(0, 3, 1, 2))  # channels-last image
         x = y.permute(0, 2, 3, 1).reshape(b, length, c)
+        if cpu_path(x):
+            m = self.mlp
+            return mlp_residual(x, m.norm, m.fc1, m.act, m.fc2)
         return x + self.mlp(x)
 
 
@@ -154,7 +169,9 @@ class FastTinyViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.patch_embed.seq[0].fused_weight.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
-        x = self.patch_embed.seq(x)
+        seq = self.patch_embed.seq
+        x = (run_strips(x, [ConvStep.of(seq[0], seq[1]), ConvStep.of(seq[2])]) if cpu_path(x)
+             else seq(x))
         for layer in self.layers:
             x = layer(x)
         b, length, c = x.shape

@@ -73,6 +73,7 @@ class FastMaskDecoder:
         self._bc = last.bias.detach()  # (C,)
         self._no_mask = prompt_encoder.no_mask_embed.weight.detach()[0]  # (C,)
         self._upscaler = _upscaler_weights(mask_decoder)
+        self._mask_factors: dict[str, Tensor] | None = None
 
     # ----------------------------------------------------------------- per image
     @torch.no_grad()
@@ -118,31 +119,73 @@ class FastMaskDecoder:
                 for i in range(0, b, step)
             ]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        md, tf = self.md, self.tf
+        md = self.md
         out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
 
-        src, pos = terms.src.unsqueeze(0), terms.pos.unsqueeze(0)
-        k1, v1, q1 = terms.k1.unsqueeze(0), terms.v1.unsqueeze(0), terms.q1.unsqueeze(0)
-        layer1 = tf.layers[0]
-        if mask_input is not None:
-            # dense = H16 @ Wc^T + bc replaces the folded no-mask constant; every layer-1 image
-            # term is linear in it, so add (dense - no_mask) through folded (16 x Ci) matrices.
-            h16 = self.pe.mask_downscaling[:-1](mask_input).flatten(2).transpose(1, 2)  # B,HW,16
-            src = src + h16 @ self._wc.t() + (self._bc - self._no_mask)
-            k1 = k1 + self._fold(h16, layer1.cross_attn_token_to_image.k_proj)
-            v1 = v1 + self._fold(h16, layer1.cross_attn_token_to_image.v_proj)
-            dq = self._fold(h16, layer1.cross_attn_image_to_token.q_proj)  # B, HW, Ci
-            nh = layer1.cross_attn_image_to_token.num_heads
-            q1 = q1 + dq.view(b, dq.shape[1], nh, -1).transpose(1, 2)
-
+        pos = terms.pos.unsqueeze(0)
+        if mask_input is None:
+            src, k1, v1, q1 = (t.unsqueeze(0) for t in (terms.src, terms.k1, terms.v1, terms.q1))
+        else:
+            src, k1, v1, q1 = self._masked(terms, mask_input)
         queries, keys = self.transformer(tokens, src, pos, k1, v1, q1)
         return self._heads(queries, keys, terms.size, multimask_output)
+
+    @torch.no_grad()
+    def with_mask(self, terms: ImageTerms, mask_input: Tensor) -> ImageTerms:
+        """The ImageTerms of the image with a mask input (1, 1, 256, 256) instead of none: the
+        same decoder result for any prompt, so decoders of prompts without mask input (the
+        onnxruntime click graph) can refine a mask. One fused multiply-add per term (see
+        mask_rows)."""
+        src, k1, v1, q1 = (t[0] for t in self._masked(terms, mask_input))
+        return ImageTerms(src=src, pos=terms.pos, k1=k1, v1=v1, q1=q1, size=terms.size)
+
+    def mask_rows(self, mask_input: Tensor) -> Tensor:
+        """(B, HW, 17): the mask input's 16 downscaled channels (mask_downscaling without its
+        last conv) per image token, and a column of ones. Every layer-1 image term t then is
+        t(no mask) + mask_rows @ mask_factors()[t]."""
+        h16 = self.pe.mask_downscaling[:-1](mask_input).flatten(2).transpose(1, 2)  # B, HW, 16
+        return torch.cat([h16, h16.new_ones(*h16.shape[:2], 1)], dim=2)
+
+    def mask_factors(self) -> dict[str, Tensor]:
+        """(17, n) matrices of mask_rows: for src, k1, v1, q1, and q1h, k1h, v1h per head
+        (heads, 17, d). dense = H16 @ Wc^T + bc replaces the no-mask constant, so
+        term += [H16, 1] @ [[Wc^T W^T], [(bc - no_mask) W^T]] (W = I for src)."""
+        if self._mask_factors is None:
+            layer1 = self.tf.layers[0]
+            t2i, i2t = layer1.cross_attn_token_to_image, layer1.cross_attn_image_to_token
+            wc, c0 = self._wc.t(), (self._bc - self._no_mask)[None]  # (16, C), (1, C)
+            f = {"src": torch.cat([wc, c0])}
+            for name, proj in (("k1", t2i.k_proj), ("v1", t2i.v_proj), ("q1", i2t.q_proj)):
+                w = proj.weight.detach().t()  # (C, Ci)
+                f[name] = torch.cat([wc @ w, c0 @ w])
+            for name, a in (("k1", t2i), ("v1", t2i), ("q1", i2t)):
+                f[name + "h"] = f[name].view(17, a.num_heads, -1).transpose(0, 1).contiguous()
+            self._mask_factors = f
+        return self._mask_factors
+
+    def _masked(self, terms: ImageTerms, mask_input: Tensor):
+        """Layer-1 terms src, k1, v1 (B, HW, C|Ci) and q1 (B, heads, HW, d) for a mask input
+        (B, 1, 256, 256): one fused multiply-add each (mask_rows @ mask_factors)."""
+        h = self.mask_rows(mask_input)  # B, HW, 17
+        f = self.mask_factors()
+        b, hw, _ = h.shape
+
+        def add(t: Tensor, m: Tensor) -> Tensor:
+            return torch.baddbmm(t.expand(b, -1, -1), h, m.expand(b, -1, -1))
+
+        nh, _, d = terms.q1.shape
+        q1 = torch.baddbmm(terms.q1.expand(b, -1, -1, -1).reshape(b * nh, hw, d),
+                           h[:, None].expand(-1, nh, -1, -1).reshape(b * nh, hw, -1),
+                           f["q1h"].expand(b, -1, -1, -1).reshape(b * nh, -1, d))
+        return (add(terms.src, f["src"]), add(terms.k1, f["k1"]), add(terms.v1, f["v1"]),
+                q1.view(b, nh, hw, d))
 
     def transformer(
         self, tokens: Tensor, src: Tensor, pos: Tensor, k1: Tensor, v1: Tensor, q1: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """The two-way transformer, reassociated: (queries, keys) like TwoWayTransformer's.
+        """The two-way transformer, reassociated: (queries, keys) like TwoWayTransformer's, with
+        queries for the output tokens only (IoU + mask tokens; the prompt tokens' are never read).
 
         tokens (B, Nt, C); src, pos (1|B, HW, C); k1, v1 (1|B, HW, Ci) and q1 (1|B, H, HW, d):
         layer 1's projected image terms (ImageTerms plus any mask-input correction).
@@ -174,8 +217,11 @@ class FastMaskDecoder:
             )
             keys = layer.norm4(keys)
 
-        attn = _token_to_image(tf.final_attn_token_to_image, queries + tokens, keys + pos, keys)
-        queries = tf.norm_final_attn(queries + attn)
+        # the final attention only for the IoU and mask tokens: no head reads the prompt tokens
+        n = 1 + self.md.num_mask_tokens
+        attn = _token_to_image(tf.final_attn_token_to_image, (queries + tokens)[:, :n],
+                               keys + pos, keys)
+        queries = tf.norm_final_attn(queries[:, :n] + attn)
 
         return queries, keys
 

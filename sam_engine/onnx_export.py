@@ -115,6 +115,10 @@ def _trace(module: torch.nn.Module, args: tuple, names_in, names_out, dynamic, o
     output shapes to write into the graph (fixed-shape variants; the tracer leaves some symbolic,
     which TensorRT dislikes). Traced into a file, not memory: over 2 GB the exporter must write
     external data, which only works with a path."""
+    # A fresh wrapper module is in training mode, and the exporter restores the mode it found
+    # after tracing, which would put the wrapped SAM (shared with the engine) in training mode:
+    # MobileSAM's BatchNorms would then use batch statistics. Wrappers are for inference.
+    module.eval()
     with tempfile.TemporaryDirectory(prefix="sam_onnx_trace_") as tmp:
         path = Path(tmp) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -27,6 +28,7 @@ from .encoder_input import encoder_batch, mean_std, pinned
 from .fast_decoder import FastMaskDecoder, ImageTerms
 from .image_io import image_digest, to_rgb8
 from .mask_upsample import MaskUpsampler
+from .onnx_click import OnnxClickDecoder, click_terms, masked_click_terms
 from .prompts import Prompts, validate_prompts
 from .results import EngineInfo, ImageHandle, Masks, PreparedImage
 
@@ -45,6 +47,7 @@ class SamFeatures:
     embedding: torch.Tensor  # (1, 256, 64, 64) float32
     terms: ImageTerms
     upsampler: MaskUpsampler
+    click_terms: dict[str, torch.Tensor] | None = None  # the onnxruntime decoder's inputs
 
 
 def _env_flag(name: str) -> bool:
@@ -59,7 +62,8 @@ class SamEngine:
     the embedding cache. warmup: one forward at load so the first image is not slow (default:
     on GPUs). cuda_graphs: replay CUDA graphs of the fast encoder for batch 1 and batch_size
     (default: on CUDA unless compiled; needs the warm-up). batch_size: images per forward in
-    set_images (default: DEFAULT_BATCH).
+    set_images (default: DEFAULT_BATCH). click_onnx: decode prompts on onnxruntime's CPU
+    provider, one run per box (onnx_click; default: on a CPU when onnxruntime is installed).
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class SamEngine:
         warmup: bool | None = None,
         batch_size: int | None = None,
         decoder: str = "auto",
+        click_onnx: bool | None = None,
     ) -> None:
         if decoder not in ("auto", "fast", "meta"):
             raise ValueError(f"decoder must be auto, fast or meta, not {decoder!r}")
@@ -99,6 +104,15 @@ class SamEngine:
         # launch-bound and measured alike (benchmarks/results/engine_vit_h_cuda*.json), so
         # "auto" keeps the fast one; "meta" runs Meta's module unchanged, for comparison.
         self.meta_decoder = decoder == "meta"
+        if click_onnx is None:
+            from .onnx_click import available
+
+            click_onnx = self.device.type == "cpu" and not self.meta_decoder and available()
+        elif click_onnx and self.device.type != "cpu":
+            raise ValueError("click_onnx runs on onnxruntime's CPU provider: use it on a CPU")
+        self.click_onnx = bool(click_onnx)
+        self._click: OnnxClickDecoder | None = None
+        self._click_lock = threading.Lock()
         self._mean, self._std = mean_std(self.device)
         self._mean_cpu, self._std_cpu = mean_std(torch.device("cpu"))
         self.fast = fast
@@ -117,6 +131,7 @@ class SamEngine:
         self._prepared_by = "sam:pinned-uint8" if self.resize_on_device else "sam:cpu-pixels"
         parts = ["fast encoder" if fast else "Meta's encoder modules"]
         parts += ["Meta's decoder" if self.meta_decoder else "fast decoder"]
+        parts += ["onnxruntime click decoder"] if self.click_onnx else []
         parts += ["torch.compile"] if self.compiled else []
         parts += ["CUDA graphs"] if self.cuda_graphs else []
         self.info = EngineInfo(
@@ -130,6 +145,8 @@ class SamEngine:
         )
         if self.cuda_graphs or (warmup if warmup is not None else self.device.type != "cpu"):
             self.warmup()
+        # at load, not at the first image: the export holds the GIL for up to ~50 ms at a time
+        self.click_decoder()
 
     # ------------------------------------------------------------------ encoder
     def _build_encoder(self) -> torch.nn.Module:
@@ -315,12 +332,35 @@ class SamEngine:
 
     def _handle(self, key, original_size, embedding, from_cache) -> ImageHandle:
         input_size = self.input_size(original_size)
+        terms = self.decoder.image_terms(embedding)
         feats = SamFeatures(
             embedding=embedding,
-            terms=self.decoder.image_terms(embedding),
+            terms=terms,
             upsampler=MaskUpsampler(input_size, original_size),
+            click_terms=click_terms(terms) if self._click is not None else None,
         )
         return ImageHandle(key, original_size, input_size, feats, from_cache)
+
+    def click_decoder(self) -> OnnxClickDecoder | None:
+        """The onnxruntime click decoder (exported, or loaded from the disk cache's folder, when
+        the engine is built); None when off or when that failed (then PyTorch decodes
+        everything)."""
+        if not self.click_onnx:
+            return None
+        with self._click_lock:
+            if self._click is None and self.click_onnx:
+                disk = self.cache.disk_dir  # its pruning only touches embedding files
+                try:
+                    self._click = OnnxClickDecoder.build(
+                        self.model, None if disk is None else disk / "onnx-click",
+                        torch.get_num_threads())
+                except Exception as exc:  # an exporter or runtime problem: PyTorch decodes
+                    log.warning("onnxruntime click decoder unavailable, PyTorch decodes all "
+                                "prompts: %s", exc)
+                    self.click_onnx = False
+                    self.info = replace(self.info, note=self.info.note.replace(
+                        ", onnxruntime click decoder", ""))
+            return self._click
 
     # ------------------------------------------------------------------ prompts
     def prompt_tensors(self, handle: ImageHandle, prompts: Prompts):
@@ -347,6 +387,8 @@ class SamEngine:
         self, handle: ImageHandle, prompts: Prompts, multimask_output: bool = True
     ) -> Masks:
         feats: SamFeatures = handle.features
+        if feats.click_terms is not None and self._click is not None:
+            return self._predict_click(handle, prompts, multimask_output)
         points, labels, boxes, mask = self.prompt_tensors(handle, prompts)
         if self.meta_decoder:
             pe = self.model.prompt_encoder
@@ -374,6 +416,25 @@ class SamEngine:
             low_res_logits=low_cpu.numpy(),
             image_size=handle.original_size,
             upsample=upsample,
+        )
+
+    def _predict_click(
+        self, handle: ImageHandle, prompts: Prompts, multimask_output: bool
+    ) -> Masks:
+        """predict on the onnxruntime click decoder (one run per box)."""
+        feats: SamFeatures = handle.features
+        p = validate_prompts(prompts, handle.original_size)
+        terms = feats.click_terms
+        if p.mask_input is not None:  # the same graph on the mask-corrected image terms
+            mask = torch.as_tensor(p.mask_input, dtype=torch.float, device=self.device)[None]
+            terms = masked_click_terms(self.decoder, terms, mask)
+            p = replace(p, mask_input=None)
+        low, iou = self._click(terms, p, handle.original_size)
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        low, iou = np.ascontiguousarray(low[:, sl]), np.ascontiguousarray(iou[:, sl])
+        return Masks(
+            scores=iou, low_res_logits=low, image_size=handle.original_size,
+            upsample=lambda b, c: feats.upsampler(torch.from_numpy(low[b, c][None]))[0],
         )
 
 

@@ -331,3 +331,76 @@ def test_classic_engine_has_the_same_batch_interface():
     keys = [h.key for h in eng.set_images([prepared, imgs[1]])]
     assert keys == [eng.set_image(im).key for im in imgs]
     assert eng.set_prepared(prepared).key == keys[0]
+
+
+# ------------------------------------------------------------------ CPU strips (encoder_cpu)
+def _step(cin: int, cout: int, k: int, stride: int, groups: int, gelu: str | None, seed: int):
+    from sam_engine.encoder_cpu import ConvStep
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(cout, cin // groups, k, k, generator=g) * (2.0 / (cin // groups * k * k)) ** 0.5
+    return ConvStep(w, torch.randn(cout, generator=g) * 0.1, stride, k // 2, groups, gelu)
+
+
+def _chain_ref(x, steps, residual=None, final_gelu=None):
+    for s in steps:
+        x = torch.nn.functional.conv2d(x, s.weight, s.bias, s.stride, s.padding, 1, s.groups)
+        if s.gelu:
+            x = torch.nn.functional.gelu(x, approximate=s.gelu)
+    if residual is not None:
+        x = x + residual
+        x = torch.nn.functional.gelu(x, approximate=final_gelu) if final_gelu else x
+    return x
+
+
+CHAINS = {  # TinyViT's patch embedding, MBConv and patch merging, at odd sizes
+    "patch_embed": [(3, 8, 3, 2, 1, "none"), (8, 16, 3, 2, 1, None)],
+    "mbconv": [(16, 64, 1, 1, 1, "none"), (64, 64, 3, 1, 64, "none"), (64, 16, 1, 1, 1, None)],
+    "merging": [(16, 24, 1, 1, 1, "tanh"), (24, 24, 3, 2, 24, "tanh"), (24, 24, 1, 1, 1, None)],
+}
+
+
+@pytest.mark.parametrize("strip_bytes", [1, 4096, 1 << 30], ids=["row", "strips", "whole"])
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_strips_equal_the_whole_chain(name, strip_bytes):
+    """run_strips (rows recomputed at strip edges, zero rows at the image border, 1x1 steps as
+    GEMMs) gives the chain's output over the whole image, batch items included."""
+    from sam_engine.encoder_cpu import run_strips
+
+    steps = [_step(*spec, seed=i) for i, spec in enumerate(CHAINS[name])]
+    x = torch.randn(2, steps[0].weight.shape[1] * steps[0].groups, 37, 29,
+                    generator=torch.Generator().manual_seed(5))
+    residual = x if name == "mbconv" else None
+    final = "none" if residual is not None else None
+    with torch.no_grad():
+        ref = _chain_ref(x, steps, residual, final)
+        got = run_strips(x.contiguous(memory_format=torch.channels_last), steps, residual,
+                         final, strip_bytes=strip_bytes)
+    assert got.shape == ref.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert float((got - ref).abs().max()) < 1e-4
+
+
+def test_chunked_mlp_equals_the_mlp(vit_t):
+    from sam_engine.encoder_cpu import mlp_residual
+
+    mlp = vit_t.image_encoder.layers[1].blocks[0].mlp
+    x = torch.randn(2, 300, mlp.fc1.in_features, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = x + mlp(x)
+        got = mlp_residual(x, mlp.norm, mlp.fc1, mlp.act, mlp.fc2,
+                           chunk_bytes=64 * mlp.fc1.out_features * 4)  # 64 tokens
+    assert float((got - ref).abs().max()) < 1e-5
+
+
+def test_vit_t_plain_twin_path_still_matches(vit_t, monkeypatch):
+    """The twin's path for CUDA / compiled graphs (no strips, no chunks), run on the CPU."""
+    import sam_engine.encoder_tinyvit as tinyvit
+
+    monkeypatch.setattr(tinyvit, "cpu_path", lambda x: False)
+    enc = vit_t.image_encoder
+    twin = fast_encoder(enc)
+    x = torch.randn(1, 3, IMG_SIZE, IMG_SIZE, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ref, got = enc(x), twin(x)
+    assert float((got - ref).abs().max()) < FP32_EMBEDDING_ATOL

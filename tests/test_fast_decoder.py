@@ -75,3 +75,20 @@ def test_rejects_unknown_decoder_layout():
     sam.mask_decoder.output_upscaling[2] = torch.nn.ReLU()
     with pytest.raises(ValueError, match="output_upscaling"):
         FastMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
+
+
+def test_with_mask_terms_equal_decoding_with_the_mask_input(setup, decoders):
+    """Terms corrected for a mask input, decoded without it, give the masked decode."""
+    sam, pred = setup
+    fd, terms = decoders[1]
+    pts = torch.as_tensor(pred.transform.apply_coords(np.array([[100.0, 80.0]]),
+                                                      pred.original_size)).float()[None]
+    mask = torch.randn(1, 1, 256, 256, generator=torch.Generator().manual_seed(5)) * 4
+    with torch.no_grad():
+        sparse, _ = sam.prompt_encoder(points=(pts, torch.ones(1, 1)), boxes=None, masks=None)
+        ref_low, ref_iou = fd(terms, sparse, mask, True)
+        low, iou = fd(fd.with_mask(terms, mask), sparse, None, True)
+        plain, _ = fd(terms, sparse, None, True)
+    assert not torch.allclose(plain, ref_low, atol=1e-3)  # the mask input matters here
+    assert torch.allclose(low, ref_low, atol=1e-5 * max(ref_low.abs().max().item(), 1.0))
+    assert torch.allclose(iou, ref_iou, atol=1e-5)

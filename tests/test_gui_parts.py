@@ -130,6 +130,22 @@ def test_mask_shape_crops_and_outlines():
     (outline,) = shape.outlines
     assert outline[:, 0].min() == 50.5 and outline[:, 1].max() == 19.5
     assert mask_shape(np.zeros((5, 5), bool)) is None
+    assert shape.edge is None
+
+
+def test_mask_shape_of_a_ragged_mask_is_edge_pixels():
+    # a random mask (what random-weight models give) has a boundary far too long to trace
+    rng = np.random.default_rng(0)
+    mask = np.zeros((400, 700), bool)
+    mask[5:395, 10:690] = rng.random((390, 680)) < 0.8
+    shape = mask_shape(mask)
+    assert shape.outlines == () and shape.area_px == int(mask.sum())
+    assert shape.bbox == (10, 5, 690, 395)
+    crop = mask[5:395, 10:690]
+    inner = np.zeros_like(crop)  # pixels whose 3x3 neighbourhood lies inside the mask
+    inner[1:-1, 1:-1] = np.all([crop[1 + dy:crop.shape[0] - 1 + dy, 1 + dx:crop.shape[1] - 1 + dx]
+                                for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    assert np.array_equal(shape.edge.astype(bool), crop & ~inner)
 
 
 # ---------------------------------------------------------------- autosave, store, export

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import cv2
@@ -135,6 +136,42 @@ def test_points_refine_with_the_previous_mask_fed_back(qtbot, make_window, tmp_p
     click(qtbot, w, 60, 60, mods=Qt.KeyboardModifier.ShiftModifier)  # Shift+click: negative
     qtbot.waitUntil(lambda: len(w.annotator.active.points) == 3, timeout=WAIT_MS)
     assert w.annotator.active.points[-1][2] == 0
+
+
+class GatedEngine(CountingEngine):
+    """predict waits while `gate` is clear (the test holds a decode in flight)."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def predict(self, handle, prompts, multimask_output=True):
+        assert self.gate.wait(WAIT_MS / 1000)
+        return super().predict(handle, prompts, multimask_output)
+
+
+def test_a_refining_click_keeps_the_mask_until_its_own_is_decoded(qtbot, make_window, tmp_path):
+    write_folder(tmp_path / "parts", n=1)
+    engine = GatedEngine(ClassicEngine())
+    w = make_window(tmp_path / "parts", engine=engine)
+    wait_ready(qtbot, w)
+    x0, y0, x1, y1 = DEFECT
+    drag_box(qtbot, w, x0 - 6, y0 - 6, x1 + 6, y1 + 6)
+    wait_mask(qtbot, w)
+    first = w.annotator.active
+    shown = w.canvas._live[0].shape_data
+    engine.gate.clear()
+    try:
+        click(qtbot, w, (x0 + x1) / 2, (y0 + y1) / 2)
+        qtbot.waitUntil(lambda: w.annotator.active is not first, timeout=WAIT_MS)
+        qtbot.wait(50)
+        assert w.annotator.session.candidate(w.annotator.active) is None  # still decoding
+        assert [item.shape_data for item in w.canvas._live] == [shown]
+    finally:
+        engine.gate.set()
+    wait_mask(qtbot, w)
+    assert len(engine.predict_prompts) == 2 and len(w.canvas._live) == 1
 
 
 def test_keys_cycle_candidates_undo_redo_and_accept(qtbot, make_window, tmp_path):

@@ -133,3 +133,51 @@ def test_round_trip_dict():
     d = m.to_dict()
     assert d["area_mm2"] == pytest.approx(m.area_mm2)
     assert Measurements.from_dict(d) == m
+
+
+def _noisy_blob(seed: int, size=(60, 80)) -> np.ndarray:
+    """A ragged blob with holes and islands: many contours, like a poor segmentation."""
+    rng = np.random.default_rng(seed)
+    return (rng.random(size) < 0.55) | disc(18, c=(40.0, 30.0), size=size)
+
+
+@pytest.mark.parametrize("offset", [(0, 0), (0, 37), (23, 0), (23, 37), (140, 220)])
+def test_measuring_the_box_equals_measuring_the_frame(offset):
+    """measure() works on the mask's box: a blob placed anywhere in a larger frame (touching
+    its border or not) measures as the blob alone, its position shifted by the offset."""
+    blob = _noisy_blob(3)
+    frame = np.zeros((200, 300), bool)
+    dy, dx = offset
+    frame[dy:dy + blob.shape[0], dx:dx + blob.shape[1]] = blob
+    datum = Datum("point", ((5.0, 7.0),))
+    alone = measure(blob, datum=Datum("point", ((5.0 - dx, 7.0 - dy),)))
+    placed = measure(frame, datum=datum)
+    assert placed.area_px == alone.area_px and placed.n_parts == alone.n_parts
+    x0, y0, x1, y1 = alone.bbox
+    assert placed.bbox == (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
+    assert placed.centroid == pytest.approx((alone.centroid[0] + dx, alone.centroid[1] + dy))
+    for name in ("feret_max_px", "min_width_px", "thickness_px", "perimeter_px",
+                 "datum_distance_px"):
+        assert getattr(placed, name) == pytest.approx(getattr(alone, name), rel=1e-9), name
+
+
+def test_thickness_and_perimeter_match_their_reference_computations():
+    """cv2's exact distance transform gives scipy's EDT values; the shared contours give the
+    per-contour perimeter sum."""
+    import cv2
+    from scipy import ndimage
+
+    from app.measure import perimeter, thickness
+
+    for seed in range(4):
+        blob = _noisy_blob(seed)
+        ref = float(max(2.0 * ndimage.distance_transform_edt(np.pad(blob, 1)).max() - 0.5, 1.0))
+        assert thickness(blob) == pytest.approx(ref, abs=1e-4)
+        contours, hierarchy = cv2.findContours(blob.astype(np.uint8), cv2.RETR_CCOMP,
+                                               cv2.CHAIN_APPROX_NONE)
+        total = 0.0
+        for c, (_, _, _, parent) in zip(contours, hierarchy[0], strict=True):
+            total += cv2.arcLength(cv2.approxPolyDP(c, 1.0, True), True)
+            total += math.pi if parent < 0 else -math.pi
+        assert len(contours) > 10  # the case the shared contours are for
+        assert perimeter(blob) == pytest.approx(max(total, 0.0), rel=1e-9)

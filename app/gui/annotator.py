@@ -176,7 +176,12 @@ class Annotator(QObject):
     def _shape(self, region: Region) -> MaskShape | None:
         c = self.session.candidate(region)
         if c is None:
-            return None
+            # until its own mask is decoded, a refining click keeps showing the mask it refines
+            # (no flicker, and no repaint beside the decoder)
+            parent = region.parent if self.prepared is not None else None
+            while parent is not None and self.session.candidate(parent) is None:
+                parent = parent.parent
+            return None if parent is None else self._shape(parent)
         key = (region.uid, c)
         if key not in self._shapes:
             self._shapes[key] = mask_shape(self.session.results[region.uid].masks.mask(0, c))

@@ -14,6 +14,10 @@ import cv2
 import numpy as np
 
 MAX_OUTLINE_POINTS = 2000
+# A boundary of more than this many pixels is drawn as edge pixels without tracing it first: even
+# if CHAIN_APPROX_SIMPLE merged its straight runs, polygons this long are slow to stroke.
+MAX_EDGE_PIXELS = 25 * MAX_OUTLINE_POINTS
+_KERNEL = np.ones((3, 3), np.uint8)
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,15 @@ def mask_shape(mask: np.ndarray) -> MaskShape | None:
     cols = np.flatnonzero(mask[y0:y1].any(axis=0))
     x0, x1 = int(cols[0]), int(cols[-1]) + 1
     crop = np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.uint8)
+    area = cv2.countNonZero(crop)
+    edge = cv2.subtract(crop, cv2.erode(crop, _KERNEL, borderValue=0))
+    if cv2.countNonZero(edge) > MAX_EDGE_PIXELS:
+        # tracing a boundary this long takes ~7 ms per megapixel and ends in edge pixels anyway
+        return MaskShape(x0, y0, crop, (), area, edge)
     contours, _ = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if sum(len(c) for c in contours) > MAX_OUTLINE_POINTS:
+        return MaskShape(x0, y0, crop, (), area, edge)
     # contours run through boundary pixel centres: +0.5 puts them on the pixel grid's middle,
     # which reads as the mask's edge at any zoom
-    area = int(crop.sum(dtype=np.int64))
-    if sum(len(c) for c in contours) > MAX_OUTLINE_POINTS:
-        edge = crop & ~cv2.erode(crop, np.ones((3, 3), np.uint8), borderValue=0) & 1
-        return MaskShape(x0, y0, crop, (), area, np.ascontiguousarray(edge))
     outlines = tuple(c.reshape(-1, 2).astype(np.float64) + (x0 + 0.5, y0 + 0.5) for c in contours)
     return MaskShape(x0, y0, crop, outlines, area)

@@ -42,6 +42,34 @@ def describe_error(exc: BaseException, what: str) -> str:
     return f"{what} failed: unexpected {type(exc).__name__}: {exc} (details in the log)"
 
 
+def in_fresh_thread(fn: Callable, *args):
+    """fn(*args) on a new thread that ends with it (its exception re-raised here).
+
+    Why: libgomp, PyTorch's CPU thread pool, keeps a team of worker threads for every thread
+    that ran a parallel region, for that thread's lifetime. Once it manages more threads than
+    there are cores, all teams stop spinning between regions and sleep instead, and the decoder
+    thread's many small PyTorch operators got 2-2.5x slower (measured on 2 cores: 45 -> 116 ms
+    per decode after one encode on a second long-lived thread, 52 ms when that thread ended).
+    So the encoder's jobs (engine load, embeddings) run on threads that end, and only the
+    decoder thread keeps a team.
+    """
+    out: list = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn(*args))
+        except BaseException as exc:  # handed to the caller's thread
+            err.append(exc)
+
+    thread = threading.Thread(target=run, name="sam-inspect-encoder-job", daemon=True)
+    thread.start()
+    thread.join()
+    if err:
+        raise err[0]
+    return out[0]
+
+
 def encode(engine, rgb: np.ndarray) -> ImageHandle:
     """The image's handle through the engine's prepare/set_prepared when it has them."""
     prepare = getattr(engine, "prepare", None)
@@ -72,7 +100,10 @@ class DecodeResult:
     key: int
     masks: Masks
     shape: MaskShape | None  # of the best candidate
-    decode_ms: float
+    decode_ms: float  # predict + the best mask's upsampling
+    predict_ms: float = 0.0  # engine.predict (the decoder)
+    upsample_ms: float = 0.0  # the best candidate at full size
+    shape_ms: float = 0.0  # its MaskShape (crop, outline)
 
 
 class EncoderWorker(QObject):
@@ -90,7 +121,7 @@ class EncoderWorker(QObject):
     @Slot(object)
     def load_engine(self, factory: Callable[[], object]) -> None:
         try:
-            self.engine = factory()
+            self.engine = in_fresh_thread(factory)
         except Exception as exc:  # shown in the window; the app keeps running
             self.engineFailed.emit(describe_error(exc, "loading the engine"))
             return
@@ -102,7 +133,7 @@ class EncoderWorker(QObject):
             image = load_for_display(path)
             self.loaded.emit(path, image)
             t0 = time.perf_counter()
-            handle = encode(self.engine, image.rgb)
+            handle = in_fresh_thread(encode, self.engine, image.rgb)
             self.encoded.emit(path, Prepared(image, handle, (time.perf_counter() - t0) * 1e3))
         except Exception as exc:
             self.failed.emit(path, describe_error(exc, f"opening {path.name}"))
@@ -124,9 +155,13 @@ class DecoderWorker(QObject):
         try:
             t0 = time.perf_counter()
             masks = self.engine.predict(req.handle, req.prompts, multimask_output=True)
+            t1 = time.perf_counter()
             best = masks.best(0)
-            ms = (time.perf_counter() - t0) * 1e3
-            self.decoded.emit(DecodeResult(req.key, masks, mask_shape(best), ms))
+            t2 = time.perf_counter()
+            shape = mask_shape(best)
+            t3 = time.perf_counter()
+            self.decoded.emit(DecodeResult(req.key, masks, shape, (t2 - t0) * 1e3,
+                                           (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
         except Exception as exc:
             self.failed.emit(req.key, describe_error(exc, "segmenting"))
         finally:
