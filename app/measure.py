@@ -203,20 +203,28 @@ def feret_diameters(mask: np.ndarray, contours=None) -> tuple[float, float]:
     return feret_max, feret_min
 
 
+def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of the mask's pixels (end-exclusive), or None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
 def thickness(mask: np.ndarray) -> float:
     """Twice the largest inscribed radius, in px.
 
     The distance transform measures pixel centre to background pixel centre, half a pixel to one
     pixel more than to the true boundary; 0.25 px per side is taken off (the middle of that range).
     OpenCV's exact Euclidean transform (DIST_MASK_PRECISE) gives scipy's distance_transform_edt
-    values (to float32 rounding) ten times faster.
+    result ten times faster.
     """
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
+    box = _box(mask)
+    if box is None:
         return 1.0
     # only the mask's box (and a ring of background) matters: the same answer, far less work
     # than a distance transform of the whole image
-    crop = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crop = mask[box[1]:box[3], box[0]:box[2]]
     dist = cv2.distanceTransform(np.pad(crop, 1).astype(np.uint8), cv2.DIST_L2,
                                  cv2.DIST_MASK_PRECISE)
     # The largest distance is sqrt(k) for an integer k (pixel centres on a grid): recover k from
@@ -249,10 +257,9 @@ def measure(
     mask = np.asarray(mask).astype(bool)
     if mask.ndim != 2:
         raise ValueError(f"a mask must be 2-D (H, W); got shape {mask.shape}")
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
+    bbox = _box(mask)
+    if bbox is None:
         raise ValueError("cannot measure an empty mask")
-    bbox = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
     # Everything below but the edge distance works on the mask's box and a one-pixel ring of
     # the image around it (contours see the same neighbourhood): a defect is small next to the
     # frame, and the full-frame scans dominated the cost.

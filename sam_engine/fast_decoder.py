@@ -131,15 +131,6 @@ class FastMaskDecoder:
         queries, keys = self.transformer(tokens, src, pos, k1, v1, q1)
         return self._heads(queries, keys, terms.size, multimask_output)
 
-    @torch.no_grad()
-    def with_mask(self, terms: ImageTerms, mask_input: Tensor) -> ImageTerms:
-        """The ImageTerms of the image with a mask input (1, 1, 256, 256) instead of none: the
-        same decoder result for any prompt, so decoders of prompts without mask input (the
-        onnxruntime click graph) can refine a mask. One fused multiply-add per term (see
-        mask_rows)."""
-        src, k1, v1, q1 = (t[0] for t in self._masked(terms, mask_input))
-        return ImageTerms(src=src, pos=terms.pos, k1=k1, v1=v1, q1=q1, size=terms.size)
-
     def mask_rows(self, mask_input: Tensor) -> Tensor:
         """(B, HW, 17): the mask input's 16 downscaled channels (mask_downscaling without its
         last conv) per image token, and a column of ones. Every layer-1 image term t then is

@@ -28,7 +28,7 @@ from .encoder_input import encoder_batch, mean_std, pinned
 from .fast_decoder import FastMaskDecoder, ImageTerms
 from .image_io import image_digest, to_rgb8
 from .mask_upsample import MaskUpsampler
-from .onnx_click import OnnxClickDecoder, click_terms, masked_click_terms
+from .onnx_click import OnnxClickDecoder, available, click_terms, masked_click_terms
 from .prompts import Prompts, validate_prompts
 from .results import EngineInfo, ImageHandle, Masks, PreparedImage
 
@@ -105,8 +105,6 @@ class SamEngine:
         # "auto" keeps the fast one; "meta" runs Meta's module unchanged, for comparison.
         self.meta_decoder = decoder == "meta"
         if click_onnx is None:
-            from .onnx_click import available
-
             click_onnx = self.device.type == "cpu" and not self.meta_decoder and available()
         elif click_onnx and self.device.type != "cpu":
             raise ValueError("click_onnx runs on onnxruntime's CPU provider: use it on a CPU")

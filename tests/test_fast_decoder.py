@@ -5,7 +5,7 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from sam_engine.fast_decoder import FastMaskDecoder
+from sam_engine.fast_decoder import FastMaskDecoder, ImageTerms
 from tests.sam_factory import tiny_sam
 
 
@@ -87,7 +87,9 @@ def test_with_mask_terms_equal_decoding_with_the_mask_input(setup, decoders):
     with torch.no_grad():
         sparse, _ = sam.prompt_encoder(points=(pts, torch.ones(1, 1)), boxes=None, masks=None)
         ref_low, ref_iou = fd(terms, sparse, mask, True)
-        low, iou = fd(fd.with_mask(terms, mask), sparse, None, True)
+        src, k1, v1, q1 = (t[0] for t in fd._masked(terms, mask))
+        masked = ImageTerms(src=src, pos=terms.pos, k1=k1, v1=v1, q1=q1, size=terms.size)
+        low, iou = fd(masked, sparse, None, True)
         plain, _ = fd(terms, sparse, None, True)
     assert not torch.allclose(plain, ref_low, atol=1e-3)  # the mask input matters here
     assert torch.allclose(low, ref_low, atol=1e-5 * max(ref_low.abs().max().item(), 1.0))
