@@ -1,21 +1,40 @@
-"""Write files so that a crash or a full disk never leaves a half-written result behind."""
+"""Write files so that a crash or a full disk never leaves a half-written result behind.
+
+Files get the permissions of any file the process creates (0666 minus the umask, so 0644 under
+the usual umask 022): a line service or a share running as another user can read the results.
+Temp files are named `.<name>.<random>.tmp` in the target's folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 
+def _create_temp(path: Path) -> tuple[int, str]:
+    """Open a new temp file beside path. Unlike tempfile.mkstemp (always 0600), the mode is
+    0666 and the kernel applies the umask (and default ACLs) as for any new file; O_EXCL makes
+    the name ours alone."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp file name beside {path}")
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write data to path via a temp file in the same folder, fsync, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -44,3 +63,9 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
     return write_bytes(path, buf.tobytes())
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of write_bytes' temporaries (".<name>.<random>.tmp"), which a
+    process killed mid-write leaves behind."""
+    return name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3

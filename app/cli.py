@@ -7,22 +7,36 @@ import importlib
 import logging
 import sys
 
+from app.cli_args import glue_negative_values
 from sam_engine.errors import SamEngineError
 
 # Subcommand modules under app.commands, in the order --help lists them.
 COMMANDS = ("demo", "gui", "segment", "batch", "eval", "models", "db", "export_onnx", "report")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with `only` (a command module name) the other commands get empty
+    placeholder parsers, so their modules (export_onnx imports torch: seconds) are not imported
+    for a run that does not use them."""
     parser = argparse.ArgumentParser(
         prog="sam-inspect", description="Segment and measure defects on photos of parts."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
+        if only is not None and name != only:
+            sub.add_parser(name.replace("_", "-"))
+            continue
         module = importlib.import_module(f"app.commands.{name}")
         module.add_parser(sub)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command module named by argv (the first word not an option), else None."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    name = None if word is None else word.replace("-", "_")
+    return name if name in COMMANDS else None
 
 
 class _Plain(logging.Formatter):
@@ -37,7 +51,8 @@ class _Plain(logging.Formatter):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_of(argv)).parse_args(glue_negative_values(argv))
     handler = logging.StreamHandler()
     handler.setFormatter(
         logging.Formatter("%(levelname)s %(name)s: %(message)s") if args.verbose else _Plain()

@@ -35,10 +35,11 @@ def locate_fiducial(engine, handle, recipe) -> tuple[np.ndarray, tuple[float, fl
 def image_calibration(recipe, mm_per_px: float | None, fiducial_mask: np.ndarray | None):
     """The scale of one image: an explicit mm_per_px, else the recipe's (its fiducial's when it
     measures by one), else uncalibrated pixels."""
-    from app.measure import Calibration
+    from app.measure import FIELD_OF_VIEW_MM, Calibration
 
-    if mm_per_px is not None:
-        return Calibration(mm_per_px)
+    if mm_per_px is not None:  # the recipe's plausible field of view still applies
+        return Calibration(mm_per_px, recipe.calibration.field_of_view_mm
+                           if recipe is not None else FIELD_OF_VIEW_MM)
     if recipe is None:
         return Calibration(None)
     return recipe.calibrate(fiducial_mask)

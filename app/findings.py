@@ -7,6 +7,7 @@ run-length encodings (pycocotools), so a dict survives json.dumps / json.loads u
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -61,7 +62,11 @@ class Finding:
 
     defect_class: a class name from the recipe (e.g. "scratch"); score: the engine's predicted IoU
     (None for a manual mask); prompts: what produced the mask, as JSON (points, labels, boxes);
-    accepted_by: who confirmed it (None while unconfirmed); id: the database id once stored.
+    accepted_by: who confirmed it (None while unconfirmed); id: the database id once stored;
+    number: the defect number, 1-based and stable for the life of the defect (deleting another
+    defect never renumbers it): the "#k" of the GUI, reports, CSV, COCO, the store
+    (position + 1) and the value of its pixels in label-map PNGs. None until the finding joins
+    an inspection (number_findings).
     """
 
     defect_class: str
@@ -72,10 +77,12 @@ class Finding:
     accepted_by: str | None = None
     source: str = "sam"  # "sam", "classic" or "manual"
     id: int | None = None
+    number: int | None = None
 
     def to_dict(self) -> dict:
         return {
             "id": self.id,
+            "number": self.number,
             "defect_class": self.defect_class,
             "mask_rle": None if self.mask is None else mask_to_rle(self.mask),
             "measurements": None if self.measurements is None else self.measurements.to_dict(),
@@ -98,7 +105,33 @@ class Finding:
             accepted_by=d.get("accepted_by"),
             source=d.get("source", "sam"),
             id=d.get("id"),
+            number=d.get("number"),
         )
+
+
+def defect_numbers(findings: Sequence[Finding]) -> list[int]:
+    """The defect number of each finding: its own, else the next free one (the largest number
+    in the list + 1, in list order). Raises ValueError when two findings share a number."""
+    taken = [f.number for f in findings if f.number is not None]
+    if len(set(taken)) != len(taken):
+        dup = sorted({n for n in taken if taken.count(n) > 1})
+        raise ValueError(f"defect numbers {dup} are used by more than one finding")
+    nxt = max(taken, default=0) + 1
+    out = []
+    for f in findings:
+        if f.number is None:
+            out.append(nxt)
+            nxt += 1
+        else:
+            out.append(f.number)
+    return out
+
+
+def number_findings(findings: Sequence[Finding]) -> Sequence[Finding]:
+    """Give every finding without a number the one defect_numbers assigns; returns findings."""
+    for f, n in zip(findings, defect_numbers(findings), strict=True):
+        f.number = n
+    return findings
 
 
 @dataclass(frozen=True)
@@ -111,7 +144,7 @@ class Reason:
     measured: float | None = None
     allowed: float | None = None
     unit: str = ""
-    finding_index: int | None = None  # index into Inspection.findings; None for count rules
+    defect_number: int | None = None  # Finding.number of the defect; None for count rules
 
     def to_dict(self) -> dict:
         return {
@@ -121,17 +154,20 @@ class Reason:
             "measured": self.measured,
             "allowed": self.allowed,
             "unit": self.unit,
-            "finding_index": self.finding_index,
+            "defect_number": self.defect_number,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Reason:
+        """Also reads records written before defect numbers, whose 0-based "finding_index"
+        is the defect number - 1."""
+        number = d.get("defect_number")
+        if number is None and d.get("finding_index") is not None:
+            number = int(d["finding_index"]) + 1
         return cls(
-            **{
-                k: d.get(k)
-                for k in ("rule", "defect_class", "message", "measured", "allowed", "finding_index")
-            },
+            **{k: d.get(k) for k in ("rule", "defect_class", "message", "measured", "allowed")},
             unit=d.get("unit", ""),
+            defect_number=number,
         )
 
 

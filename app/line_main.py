@@ -3,12 +3,10 @@
 
 Runs encoder + decoder (OnnxEngine), measures every mask (app.measure: pixels, and mm when the
 recipe or --mm-per-px calibrates the image) and, with a recipe, judges the part against its
-tolerances (app.verdict). Writes `<stem>_mask.png` (label image: 0 background, i = the i-th
-defect's mask, uint8 up to 255 defects else uint16) and `<stem>_result.json` (model,
-providers, timings, per defect: class, IoU score, area, box, measurements; the verdict).
-The recipe's prompts are used unless --box/--point are given; frames "relative" and
-"fiducial" are resolved on the image (the fiducial is segmented in its recipe box first, and
-also calibrates the image when the recipe measures by a fiducial).
+tolerances (app.verdict). Writes `<stem>_mask.png` and `<stem>_result.json` (RESULT_EPILOG
+below describes both; it is the --help text). The recipe's prompts are used unless --box/--point
+are given; frames "relative" and "fiducial" are resolved on the image (the fiducial is segmented
+in its recipe box first, and also calibrates the image when the recipe measures by a fiducial).
 Needs numpy, onnxruntime, OpenCV, and scipy + scikit-image + pycocotools for the measurements,
 recipes and verdicts (packaging/line-controller/requirements.txt).
 """
@@ -16,20 +14,46 @@ recipes and verdicts (packaging/line-controller/requirements.txt).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from app import atomic_write
-from app.cli_args import parse_numbers
+from app.cli_args import glue_negative_values, parse_numbers
 from sam_engine.errors import PromptError, SamEngineError
 from sam_engine.image_io import load_image
 from sam_engine.onnx_runtime import OnnxEngine
 from sam_engine.prompts import Prompts
+
+RESULT_FORMAT = 2
+
+EXIT_PASS = 0  # verdict PASS, or no --recipe (no verdict): results written
+EXIT_FAIL = 1  # verdict FAIL: results written
+EXIT_ERROR = 2  # nothing judged: bad arguments, image, models, recipe or output folder
+
+RESULT_EPILOG = f"""\
+exit status:
+  {EXIT_PASS}  PASS (or, without --recipe, segmentation done); results written
+  {EXIT_FAIL}  FAIL; results written
+  {EXIT_ERROR}  error (bad arguments, unreadable image, models or recipe, output not
+     writable); the message on stderr says what to do; no verdict
+
+outputs (in --out, default the image's folder):
+  <stem>_mask.png    label image: 0 background, N on the pixels of defect number N (later
+                     defects win overlaps); 8-bit up to 255 defects, else 16-bit
+  <stem>_result.json result_format {RESULT_FORMAT}: time (UTC, ISO 8601), image and
+                     image_sha256 (of the file's bytes), model_id, checkpoint_sha256 (as
+                     recorded by export-onnx; null if it did not compute one), models (per
+                     role: file, sha256 checked against the manifest at load, precision),
+                     engine, providers, timings_ms, defects (number = the label value in the
+                     PNG, class, score, area_px, bbox, measurements), prompts, and verdict
+                     (status, reasons naming the defect_number, and dropped: the defects
+                     below their class's min_score, left out of the verdict)
+"""
 
 
 @dataclass(frozen=True)
@@ -43,7 +67,7 @@ class LinePrompt:
 
 @dataclass(frozen=True)
 class Defect:
-    index: int  # label value in the mask PNG
+    number: int  # the defect number: its label value in the mask PNG, reasons' defect_number
     defect_class: str
     score: float
     area_px: int
@@ -88,12 +112,15 @@ def run_line(image: Path, models: Path, prompts: list[LinePrompt], out_dir: Path
     from app.fiducial import image_calibration, locate_fiducial, needs_fiducial
     from app.findings import Finding, prompts_to_dict
     from app.measure import measure
+    from app.overlay import label_map
 
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
     engine = OnnxEngine(models, quantized=quantized, threads=threads,
                         prefer_tensorrt=prefer_tensorrt)
     t_load = time.perf_counter()
     rgb = load_image(image)
+    image_sha256 = _sha256(image)
     handle = engine.set_image(rgb)
     size = handle.original_size
     t_enc = time.perf_counter()
@@ -118,25 +145,27 @@ def run_line(image: Path, models: Path, prompts: list[LinePrompt], out_dir: Path
         box = m.bbox if m is not None else None
         defects.append(Defect(i, cls, score, int(mask.sum()), box,
                               None if m is None else m.to_dict()))
-        if m is not None:  # an empty mask is no finding (as in batch runs)
-            findings.append(Finding(cls, mask, m, score, None, source=engine.info.name))
+        if m is not None:  # an empty mask is no finding (as in batch runs); it keeps its number
+            findings.append(Finding(cls, mask, m, score, None, source=engine.info.name,
+                                    number=i))
     verdict = None
     if recipe is not None:
-        from app.verdict import judge
+        from app.verdict import dropped_findings, judge
 
         verdict = judge(findings, recipe).to_dict()
+        verdict["dropped"] = [d.to_dict() for d in dropped_findings(findings, recipe)]
     t_end = time.perf_counter()
-    labels = np.zeros(size, np.uint8 if len(masks) < 256 else np.uint16)
-    for i, mask in enumerate(masks, start=1):
-        labels[mask] = i
     png = out_dir / f"{image.stem}_mask.png"
     try:
-        atomic_write.write_png(png, labels)
+        atomic_write.write_png(png, label_map(masks, size))
     except OSError as exc:
         raise SamEngineError(f"cannot write {png} ({exc}): check the folder's permissions "
                              "and free space") from exc
     result = {
-        "image": str(image), "mask_png": str(png), "model_id": engine.info.model_id,
+        "result_format": RESULT_FORMAT, "time": started.isoformat(),
+        "image": str(image), "image_sha256": image_sha256, "mask_png": str(png),
+        "model_id": engine.info.model_id, "checkpoint_sha256": engine.info.checkpoint_sha256,
+        "models": _model_files(engine),
         "engine": engine.info.describe(), "providers": engine.providers,
         "image_size": list(size),
         "recipe": None if recipe is None else {"name": recipe.name, "version": recipe.version,
@@ -148,15 +177,44 @@ def run_line(image: Path, models: Path, prompts: list[LinePrompt], out_dir: Path
         "prompts": [prompts_to_dict(p) for p in resolved],
         "verdict": verdict,
     }
-    atomic_write.write_text(out_dir / f"{image.stem}_result.json",
-                            json.dumps(result, indent=2) + "\n")
+    path = out_dir / f"{image.stem}_result.json"
+    try:
+        atomic_write.write_text(path, json.dumps(result, indent=2) + "\n")
+    except OSError as exc:
+        raise SamEngineError(f"cannot write {path} ({exc}): check the folder's permissions "
+                             "and free space") from exc
     return result
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file's bytes (what `sha256sum` prints)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError as exc:
+        raise SamEngineError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return h.hexdigest()
+
+
+def _model_files(engine) -> dict:
+    """role -> file, sha256, precision of each ONNX file the engine loaded; OnnxEngine checks
+    each file's sha256 against its manifest when it loads it (empty when the engine does not
+    say which files it loaded: no unchecked digest is reported)."""
+    files = getattr(engine, "files", None) or {}
+    precisions = getattr(engine, "precisions", {}) or {}
+    return {role: {"path": f.path, "sha256": f.sha256,
+                   "precision": precisions.get(role, "int8" if f.quantized else "float32")}
+            for role, f in sorted(files.items())}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sam-inspect-line",
                                 description="Segment, measure and judge defects with exported "
-                                            "ONNX models (no PyTorch needed).")
+                                            "ONNX models (no PyTorch needed).",
+                                epilog=RESULT_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", type=Path)
     p.add_argument("--models", type=Path, required=True, help="folder written by export-onnx")
     p.add_argument("--recipe", type=Path,
@@ -176,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(glue_negative_values(sys.argv[1:] if argv is None else argv))
     try:
         recipe = None
         if args.recipe is not None:
@@ -188,13 +246,18 @@ def main(argv: list[str] | None = None) -> int:
                        args.int8, args.threads, recipe, args.mm_per_px, args.tensorrt)
     except (SamEngineError, ValueError) as exc:  # RecipeError is both
         print(f"sam-inspect-line: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except Exception as exc:  # a crash must not read as FAIL (exit 1) on the line
+        print(f"sam-inspect-line: error: unexpected {type(exc).__name__}: {exc}; please report "
+              "it with the image and the models folder", file=sys.stderr)
+        return EXIT_ERROR
+    status = None if res["verdict"] is None else res["verdict"]["status"]
     summary = {"mask_png": res["mask_png"],
-               "defects": [{k: d[k] for k in ("index", "defect_class", "score", "area_px")}
+               "defects": [{k: d[k] for k in ("number", "defect_class", "score", "area_px")}
                            for d in res["defects"]],
-               "verdict": None if res["verdict"] is None else res["verdict"]["status"]}
+               "verdict": status}
     print(json.dumps(summary, indent=1))
-    return 0
+    return EXIT_FAIL if status == "FAIL" else EXIT_PASS
 
 
 if __name__ == "__main__":

@@ -32,18 +32,49 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
+# The field of view (mm_per_px times the image's longer side) of a plausible part photo: from a
+# tenth of a millimetre (a microscope) to two metres (a large panel). A calibration outside it
+# is almost surely a unit slip (px per mm given as mm per px, mm given as um) and would turn
+# every size into nonsense; a recipe widens it with [calibration] field_of_view_mm = [lo, hi].
+FIELD_OF_VIEW_MM = (0.1, 2000.0)
+
+
+class CalibrationError(ValueError):
+    """A calibration that cannot be right for the image it is used on (the message says why)."""
+
 
 @dataclass(frozen=True)
 class Calibration:
-    """Scale of an image: millimetres per pixel (None when the image is not calibrated)."""
+    """Scale of an image: millimetres per pixel (None when the image is not calibrated).
+
+    field_of_view_mm: the plausible range of mm_per_px times the image's longer side, checked
+    (check_image) wherever the calibration measures an image; None checks nothing."""
 
     mm_per_px: float | None = None
+    field_of_view_mm: tuple[float, float] | None = FIELD_OF_VIEW_MM
 
     def __post_init__(self) -> None:
         if self.mm_per_px is not None and not (
             self.mm_per_px > 0 and math.isfinite(self.mm_per_px)
         ):
             raise ValueError(f"mm_per_px must be a positive number; got {self.mm_per_px!r}")
+
+    def check_image(self, image_size: tuple[int, int]) -> None:
+        """Raise CalibrationError when this scale makes the (H, W) image's field of view
+        implausible for a part photo (FIELD_OF_VIEW_MM)."""
+        if self.mm_per_px is None or self.field_of_view_mm is None:
+            return
+        lo, hi = self.field_of_view_mm
+        h, w = int(image_size[0]), int(image_size[1])
+        fov = self.mm_per_px * max(h, w)
+        if lo <= fov <= hi:
+            return
+        side = "more" if fov > hi else "less"
+        raise CalibrationError(
+            f"calibration {self.mm_per_px:g} mm/px makes the {w}x{h} image {fov:.4g} mm "
+            f"across, {side} than a part photo's plausible {lo:g}..{hi:g} mm: check the "
+            "value and its unit (mm per pixel, not pixels per mm); if it is right, state the "
+            "range in the recipe as [calibration] field_of_view_mm = [lo, hi]")
 
     @classmethod
     def from_fiducial(cls, fiducial_mask: np.ndarray, diameter_mm: float) -> Calibration:
@@ -257,6 +288,8 @@ def measure(
     mask = np.asarray(mask).astype(bool)
     if mask.ndim != 2:
         raise ValueError(f"a mask must be 2-D (H, W); got shape {mask.shape}")
+    if calibration is not None:
+        calibration.check_image(mask.shape)
     bbox = _box(mask)
     if bbox is None:
         raise ValueError("cannot measure an empty mask")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from skimage.draw import polygon2mask
 
-from app.measure import Calibration, Datum
+from app.measure import FIELD_OF_VIEW_MM, Calibration, Datum
 from app.sampling import AQL_VALUES, INSPECTION_LEVELS
 from sam_engine.errors import SamEngineError
 from sam_engine.prompts import Prompts
@@ -152,7 +152,8 @@ class Recipe:
                 "calibration",
                 "this recipe calibrates by a fiducial: segment it first",
             )
-        return Calibration.from_fiducial(fiducial_mask, self.fiducial_diameter_mm)
+        cal = Calibration.from_fiducial(fiducial_mask, self.fiducial_diameter_mm)
+        return Calibration(cal.mm_per_px, self.calibration.field_of_view_mm)
 
     def rule(self, defect_class: str) -> ClassRule | None:
         return next((c for c in self.classes if c.name == defect_class), None)
@@ -324,7 +325,7 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
     cal = r.table(
         data.get("calibration", {}),
         ("calibration",),
-        {"mm_per_px", "fiducial_diameter_mm", "fiducial_box"},
+        {"mm_per_px", "fiducial_diameter_mm", "fiducial_box", "field_of_view_mm"},
     )
     mm_per_px = r.number(cal, ("calibration",), "mm_per_px", positive=True)
     fid_mm = r.number(cal, ("calibration",), "fiducial_diameter_mm", positive=True)
@@ -342,6 +343,15 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
             ("calibration",), "a fiducial needs both fiducial_diameter_mm and fiducial_box"
         )
     calibrated = mm_per_px is not None or fid_mm is not None
+    fov = FIELD_OF_VIEW_MM
+    if "field_of_view_mm" in cal:
+        v = cal["field_of_view_mm"]
+        if not (isinstance(v, list) and len(v) == 2
+                and all(isinstance(c, int | float) and not isinstance(c, bool)
+                        and math.isfinite(c) for c in v) and 0 < v[0] < v[1]):
+            raise r.fail(("calibration", "field_of_view_mm"),
+                         f"must be [lo, hi] in mm with 0 < lo < hi; got {v!r}")
+        fov = (float(v[0]), float(v[1]))
 
     datum = None
     if "datum" in data:
@@ -486,7 +496,7 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
         name=name,
         version=rversion,
         description=description,
-        calibration=Calibration(mm_per_px),
+        calibration=Calibration(mm_per_px, fov),
         fiducial_diameter_mm=fid_mm,
         fiducial_box=fid_box,
         datum=datum,

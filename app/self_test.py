@@ -1,10 +1,12 @@
 """`sam-inspect-desktop --self-test`: check that a (frozen) install works, without a display.
 
 Loads the engine the desktop app would use (app.engine_choice), segments the defects of a
-generated part (sam_engine.synthetic) from their boxes, starts Qt offscreen, checks the GUI
-module can be imported, and that a lite bundle never imported torch. Prints one line per check
-and a JSON summary; exit status 0 when every check passed, 1 otherwise (the failing check's
-line says what is wrong).
+generated part (sam_engine.synthetic) from their boxes, measures a defect, parses a recipe (the
+samples' one, and one built in so a bundle without samples/ is checked too) and judges findings
+with it, writes an inspection to a temp database and compares what it reads back, starts Qt
+offscreen, checks the GUI module can be imported, and that a lite bundle never imported torch.
+Prints one line per check and a JSON summary; exit status 0 when every check passed, 1 otherwise
+(the failing check's line says what is wrong).
 """
 
 from __future__ import annotations
@@ -77,28 +79,133 @@ def segment_synthetic(engine_name: str, models_dir: str | None) -> str:
     return f"{desc}; {len(ious)} defects, mean box IoU {mean:.3f}"
 
 
-def measure_and_store() -> str:
-    """Measurements (scipy) on a generated defect, a recipe (scikit-image) parsed, and an
-    inspection database created in a temp folder (SQLAlchemy + the shipped Alembic migrations)."""
+# The recipe judged when samples/ (and its demo recipe) is not shipped, as in the frozen bundle.
+BUILTIN_RECIPE = """
+schema_version = 1
+
+[part]
+name = "self_test"
+version = "1.0.0"
+description = "built into app.self_test: judged when samples/ is absent"
+
+[calibration]
+mm_per_px = 0.05
+
+[[zones]]
+name = "edge"
+box = [0, 0, 640, 20]
+
+[classes.scratch]
+max_area_mm2 = 1.0
+max_length_mm = 5.0
+forbidden_zones = ["edge"]
+"""
+
+
+def _square(size: tuple[int, int], x: int, y: int, side: int) -> np.ndarray:
+    mask = np.zeros(size, bool)
+    mask[y:y + side, x:x + side] = True
+    return mask
+
+
+def _scratch(recipe, x: int, y: int, side: int):
+    """A square "scratch" finding measured with the recipe's calibration."""
+    from .findings import Finding
+    from .measure import measure
+
+    mask = _square((480, 640), x, y, side)
+    return Finding("scratch", mask=mask, measurements=measure(mask, recipe.calibration),
+                   score=0.9, prompts={"boxes": [[x, y, x + side, y + side]]}, source="classic")
+
+
+def recipe_check(recipe_path: Path = RECIPE) -> str:
+    """Parse a recipe (the samples' demo recipe, else the built-in one) and judge findings: a
+    10 px square scratch (0.25 mm² at 0.05 mm/px) passes, a 40 px one (4 mm²) fails on area,
+    under the built-in recipe's limits (the samples' recipe is parsed, its zones rasterised)."""
+    from . import verdict
+    from .recipe import load_recipe, parse_recipe
+
+    what = ""
+    if recipe_path.is_file():
+        shipped = load_recipe(recipe_path)
+        zone_px = sum(int(z.mask((480, 640)).sum()) for z in shipped.zones)
+        what = f"recipe {shipped.name!r} parsed (zones {zone_px} px); "
+    recipe = parse_recipe(BUILTIN_RECIPE, "<built-in self-test recipe>")
+    what += f"built-in recipe {recipe.name!r} parsed; "
+    small = verdict.judge([_scratch(recipe, 200, 200, 10)], recipe)
+    large = verdict.judge([_scratch(recipe, 300, 200, 40)], recipe)
+    if not small.passed:
+        raise AssertionError(f"a small scratch should PASS recipe {recipe.name!r}: "
+                             + "; ".join(r.message for r in small.reasons))
+    rules = sorted({r.rule for r in large.reasons})
+    if large.passed or rules != ["max_area"]:
+        raise AssertionError(f"a large scratch (4 mm² > 1 mm²) should FAIL on max_area only; "
+                             f"got {large.status} {rules}")
+    return what + "judged: small scratch PASS, large scratch FAIL (max_area)"
+
+
+def database_check() -> str:
+    """Create an inspection database in a temp folder (SQLAlchemy + the shipped Alembic
+    migrations), write an inspection with one defect, reopen the file and compare what comes
+    back: mask, measurements, class, score and verdict."""
     import tempfile
 
+    from . import verdict
+    from .findings import Inspection
+    from .recipe import parse_recipe
+    from .store import InspectionStore
+
+    recipe = parse_recipe(BUILTIN_RECIPE, "<built-in self-test recipe>")
+    finding = _scratch(recipe, 300, 200, 40)
+    written = Inspection(image_path="self-test.png", image_sha256="0" * 64, lot="self-test",
+                         operator="self-test", engine="classic", recipe_name=recipe.name,
+                         recipe_version=recipe.version, findings=[finding],
+                         verdict=verdict.judge([finding], recipe))
+    with tempfile.TemporaryDirectory(prefix="sam-inspect-self-test-") as tmp:
+        db = Path(tmp) / "self_test.db"
+        store = InspectionStore(db)
+        try:
+            ins_id = store.add_inspection(written, actor="self-test")
+        finally:
+            store.close()
+        store = InspectionStore(db)
+        try:
+            n = store.count_inspections()
+            back = store.get_inspection(ins_id)
+        finally:
+            store.close()
+    if n != 1 or len(back.findings) != 1:
+        raise AssertionError(f"wrote 1 inspection with 1 defect, read back {n} inspection(s) "
+                             f"with {len(back.findings)} defect(s)")
+    got = back.findings[0]
+    if got.mask is None or not np.array_equal(got.mask, finding.mask):
+        raise AssertionError("the defect mask read back differs from the one written")
+    checks = {"class": (got.defect_class, finding.defect_class),
+              "area_px": (got.measurements and got.measurements.area_px,
+                          finding.measurements.area_px),
+              "score": (got.score, finding.score),
+              "verdict": (back.verdict and back.verdict.status, written.verdict.status),
+              "reasons": (back.verdict and [r.rule for r in back.verdict.reasons],
+                          [r.rule for r in written.verdict.reasons])}
+    wrong = [f"{k}: wrote {w!r}, read {g!r}" for k, (g, w) in checks.items() if g != w]
+    if wrong:
+        raise AssertionError("the inspection read back differs: " + "; ".join(wrong))
+    return ("inspection database created and migrated; 1 inspection with 1 defect written and "
+            f"read back equal (verdict {back.verdict.status})")
+
+
+def measure_defect() -> str:
+    """Measurements (scipy, OpenCV) of a generated defect."""
     from sam_engine.synthetic import make_part
 
     from .measure import Calibration, measure
-    from .recipe import load_recipe
-    from .store import InspectionStore
 
     part = make_part(SEED, size=(480, 640), kinds=KINDS, n_defects=N_DEFECTS)
-    m = measure(part.instances[0].mask, Calibration(mm_per_px=0.05))
-    recipe = load_recipe(RECIPE) if RECIPE.is_file() else None
-    with tempfile.TemporaryDirectory(prefix="sam-inspect-self-test-") as tmp:
-        store = InspectionStore(Path(tmp) / "self_test.db")
-        store.close()
-    what = ""
-    if recipe is not None:
-        zone_px = sum(int(z.mask(part.image.shape[:2]).sum()) for z in recipe.zones)
-        what = f"recipe {recipe.name!r} parsed (zones {zone_px} px), "
-    return f"defect area {m.area_px} px; {what}inspection database created and migrated"
+    mask = part.instances[0].mask
+    m = measure(mask, Calibration(mm_per_px=0.05))
+    if m.area_px != int(mask.sum()):
+        raise AssertionError(f"measured area {m.area_px} px != the mask's {int(mask.sum())}")
+    return f"defect area {m.area_px} px, length {m.feret_max_mm:.2f} mm"
 
 
 def start_qt() -> str:
@@ -169,7 +276,9 @@ def run_self_test(argv: list[str] | None = None) -> int:
           f"{bool(getattr(sys, 'frozen', False))}")
     checks = [_run("models", models_found),
               _run("engine", lambda: segment_synthetic(args.engine, args.models)),
-              _run("measure+store", measure_and_store)]
+              _run("measure", measure_defect),
+              _run("recipe", recipe_check),
+              _run("database", database_check)]
     if not args.no_qt:
         checks += [_run("qt", start_qt), _run("gui", import_gui)]
     checks.append(_run("heavy modules", lambda: heavy_modules(info.flavour, args.forbid_torch)))

@@ -1,13 +1,19 @@
-"""PASS/FAIL of one image (or part) against a recipe, with one reason per broken rule."""
+"""PASS/FAIL of one image (or part) against a recipe, with one reason per broken rule.
+
+Reasons name a defect by its defect number (Finding.number, 1-based; app.findings.defect_numbers
+for findings not numbered yet). Findings scoring below their class's min_score are not judged;
+dropped_findings lists them so a result can say so.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from app.findings import FAIL, PASS, Finding, Reason, Verdict
+from app.findings import FAIL, PASS, Finding, Reason, Verdict, defect_numbers
 from app.recipe import ClassRule, Recipe
 
 # (rule name, ClassRule attribute, Measurements attribute, unit, label)
@@ -35,7 +41,21 @@ def _f(v: float) -> str:
     return f"{v:.4g}"
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """A finding left out of the verdict: its score is below its class's min_score."""
+
+    defect_number: int
+    defect_class: str
+    score: float
+    min_score: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def _finding_reasons(i: int, f: Finding, rule: ClassRule, recipe: Recipe) -> list[Reason]:
+    """Reasons of defect number i."""
     out: list[Reason] = []
     m = f.measurements
     tag = f"{f.defect_class} #{i}"
@@ -105,7 +125,7 @@ def judge(findings: Sequence[Finding], recipe: Recipe) -> Verdict:
     more findings than max_count, or a finding's class is not in the recipe."""
     reasons: list[Reason] = []
     counted: Counter[str] = Counter()
-    for i, f in enumerate(findings):
+    for i, f in zip(defect_numbers(findings), findings, strict=True):
         rule = recipe.rule(f.defect_class)
         if rule is None:
             reasons.append(
@@ -114,7 +134,7 @@ def judge(findings: Sequence[Finding], recipe: Recipe) -> Verdict:
                     f.defect_class,
                     f"{f.defect_class} #{i}: class not in recipe {recipe.name} "
                     f"(classes: {', '.join(recipe.class_names)})",
-                    finding_index=i,
+                    defect_number=i,
                 )
             )
             continue
@@ -136,3 +156,13 @@ def judge(findings: Sequence[Finding], recipe: Recipe) -> Verdict:
                 )
             )
     return Verdict(FAIL if reasons else PASS, tuple(reasons))
+
+
+def dropped_findings(findings: Sequence[Finding], recipe: Recipe) -> list[Dropped]:
+    """The findings judge() leaves out because they score below their class's min_score."""
+    out = []
+    for n, f in zip(defect_numbers(findings), findings, strict=True):
+        rule = recipe.rule(f.defect_class)
+        if rule is not None and f.score is not None and f.score < rule.min_score:
+            out.append(Dropped(n, f.defect_class, float(f.score), float(rule.min_score)))
+    return out

@@ -98,8 +98,7 @@ def main() -> None:
                 "mask_input": np.zeros((1, 1, 256, 256), np.float32),
                 "has_mask_input": np.zeros(1, np.float32),
                 "orig_im_size": np.array(SIZE, np.float32)})
-            best = 1 + int(np.argmax(iou_p[0, 1:]))
-            out.append(full[0, best] > 0)
+            out.append(full[0, 0] > 0)  # Meta's interface: one mask (return_single_mask)
         return out
 
     def run_ours(session, chunk=None):

@@ -5,11 +5,8 @@ torch is imported lazily so that `sam-inspect models list/verify` stay fast.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import pickle
-import time
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
@@ -18,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import CheckpointError
+from .file_hash import cached_sha256, file_sha256
+from .file_hash import remember_sha256 as remember_sha256
 from .registry import ModelSpec, find_checkpoint, load_manifest, model_dirs
 
 if TYPE_CHECKING:
@@ -25,9 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SIDECAR_SUFFIX = ".sha256.json"
-_CHUNK = 1 << 20
-_RACY_NS = 3_000_000_000  # coarser than any file system's mtime granularity (FAT: 2 s)
 # (embed dim, encoder blocks) of Meta's three image encoders.
 _VIT_SIZES = {(1280, 32): "vit_h", (1024, 24): "vit_l", (768, 12): "vit_b"}
 KNOWN_ARCHES = ("vit_h", "vit_l", "vit_b", "vit_t")
@@ -57,72 +53,56 @@ def warn_unknown_once(spec: ModelSpec, field: str) -> None:
 
 
 # ------------------------------------------------------------------ hashing
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + SIDECAR_SUFFIX)
+# file_sha256 / cached_sha256 / remember_sha256 live in file_hash (re-exported here).
+SHA256_SIDECAR = ".sha256"  # PATH.sha256: a custom checkpoint's expected hash (sha256sum format)
 
 
-def cached_sha256(path: str | Path) -> str | None:
-    """The sha256 recorded for `path` when its size and mtime are unchanged since, else None.
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's sha256 or size differs from the manifest's or the user-given value."""
 
-    A record made less than _RACY_NS after the file's mtime is not trusted: the file may have
-    been rewritten within the file system's timestamp granularity (git's "racy clean" case).
-    """
-    path = Path(path)
+    def __init__(self, message: str, *, path: Path, expected_sha256: str | None,
+                 actual_sha256: str | None, expected_size: int | None, actual_size: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.expected_sha256 = expected_sha256
+        self.actual_sha256 = actual_sha256
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+
+
+@dataclass(frozen=True)
+class CheckpointCheck:
+    """What was checked about one checkpoint file. sha256 is always computed from its bytes;
+    verified: it equals expected_sha256 (from `source`), so the file is the one expected."""
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    expected_sha256: str | None
+    source: str  # where expected_sha256 came from ("" when there is none)
+    verified: bool
+
+
+def _valid_sha256(value: str, where: str) -> str:
+    v = value.strip().lower()
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise CheckpointError(f"{where} must be a sha256 of 64 hex digits, got {value[:80]!r}; "
+                              "fix it (e.g. the output of `sha256sum FILE`)")
+    return v
+
+
+def read_sha256_sidecar(path: str | Path) -> tuple[str, Path] | None:
+    """(expected sha256, sidecar path) from PATH.sha256 (`sha256sum` output or the bare hash)
+    when that file exists, else None; CheckpointError when it holds no sha256."""
+    side = Path(path).with_name(Path(path).name + SHA256_SIDECAR)
     try:
-        st = path.stat()
-        rec = json.loads(_sidecar(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = side.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
         return None
-    if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str):
-        return None
-    fresh = rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns
-    racy = not isinstance(rec.get("recorded_ns"), int) or (
-        rec["recorded_ns"] - st.st_mtime_ns < _RACY_NS
-    )
-    return rec["sha256"] if fresh and not racy else None
-
-
-def remember_sha256(path: str | Path, sha256: str) -> None:
-    """Record `path`'s sha256 keyed by its current size and mtime (best effort: a read-only
-    folder just means hashing again next time)."""
-    path = Path(path)
-    try:
-        st = path.stat()
-        rec = {
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256,
-            "recorded_ns": time.time_ns(),
-        }
-        _sidecar(path).write_text(json.dumps(rec), encoding="utf-8")
     except OSError as exc:
-        log.debug("cannot cache sha256 of %s: %s", path, exc)
-
-
-def _hash_file(path: Path, progress: bool) -> str:
-    if not progress:
-        with path.open("rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    from tqdm import tqdm
-
-    h = hashlib.sha256()
-    with path.open("rb") as f, tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=f"sha256 {path.name}", leave=False,
-    ) as bar:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            bar.update(len(chunk))
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path, *, progress: bool = False, use_cache: bool = True) -> str:
-    """sha256 of a file, hashed once per (path, size, mtime) thanks to a sidecar record."""
-    path = Path(path)
-    if use_cache and (sha := cached_sha256(path)) is not None:
-        return sha
-    sha = _hash_file(path, progress)
-    if use_cache:
-        remember_sha256(path, sha)
-    return sha
+        raise CheckpointError(f"cannot read {side} ({exc}); fix or delete it") from None
+    first = (text.split() or [""])[0]
+    return _valid_sha256(first, f"the first word of {side}"), side
 
 
 # ------------------------------------------------------------------ file checks
@@ -149,17 +129,18 @@ def _zip_intact(path: Path) -> bool:
         return False
 
 
-def verify_checkpoint(path: str | Path, spec: ModelSpec | None, full_hash: bool = False) -> None:
-    """Raise CheckpointError unless `path` looks like an intact checkpoint for `spec`.
+def _what(path: Path, spec: ModelSpec | None) -> str:
+    return f"the {spec.id} checkpoint {path}" if spec is not None else f"checkpoint {path}"
 
-    Checks existence, emptiness, file format, truncation (size below the manifest's, or a zip
-    without its central directory) and, when full_hash, the sha256 (cached per size/mtime).
-    spec None: only the format checks (e.g. a fine-tuned file passed with --checkpoint).
-    """
+
+def check_format(path: str | Path, spec: ModelSpec | None) -> None:
+    """Raise CheckpointError unless `path` is an intact-looking PyTorch checkpoint: exists, not
+    empty, a torch zip or pickle (not an LFS pointer or a web page), not truncated (size below
+    the manifest's, or a zip without its central directory). No hashing."""
     path = Path(path)
     mid = spec.id if spec is not None else None
     fix = fix_hint(mid)
-    what = f"the {mid} checkpoint {path}" if mid else f"checkpoint {path}"
+    what = _what(path, spec)
     if not path.exists():
         raise CheckpointError(f"{what} does not exist; {fix}")
     if not path.is_file():
@@ -191,26 +172,80 @@ def verify_checkpoint(path: str | Path, spec: ModelSpec | None, full_hash: bool 
         )
     if intact is False:
         raise CheckpointError(f"{what} is a damaged or truncated zip file; delete it and {fix}")
-    if spec is not None and expected is None:
+
+
+def check_checkpoint(
+    path: str | Path,
+    spec: ModelSpec | None,
+    *,
+    expected_sha256: str | None = None,
+    allow_unverified: bool = False,
+) -> CheckpointCheck:
+    """Format checks (check_format), then the file's sha256 (computed, cached per path, size
+    and mtime) against the expected one: `expected_sha256` if given, else the manifest's when
+    `spec` is given (the file has an official name), else PATH.sha256 when that exists.
+
+    A different sha256 (or, for spec, size) raises CheckpointMismatchError unless
+    allow_unverified, which logs a warning and returns verified=False. No expected hash at all:
+    verified=False (the computed sha256 is still recorded).
+    """
+    path = Path(path)
+    check_format(path, spec)
+    size = path.stat().st_size
+    fix = fix_hint(spec.id if spec is not None else None)
+    if expected_sha256 is not None:
+        expected = _valid_sha256(expected_sha256, "the expected checkpoint sha256")
+        source, override = "the given sha256 (--checkpoint-sha256)", "--checkpoint-sha256"
+    elif spec is not None:
+        expected, source, override = spec.sha256, f"the manifest's {spec.id} entry", ""
+        if expected is None:
+            warn_unknown_once(spec, "sha256")
+    else:
+        side = read_sha256_sidecar(path)
+        expected, source = (side[0], str(side[1])) if side else (None, "")
+        override = str(side[1]) if side else ""
+    exp_size = spec.size_bytes if spec is not None and expected_sha256 is None else None
+    if spec is not None and exp_size is None:
         warn_unknown_once(spec, "size")
-    if expected is not None and size != expected and not full_hash:
-        log.warning(
-            "%s is %s but the official %s file is %s: loading it as a different checkpoint",
-            path, _bytes(size), mid, _bytes(expected),
-        )
-    cached = cached_sha256(path)
-    if spec is None or not (full_hash or cached):
-        return
-    if spec.sha256 is None:
-        warn_unknown_once(spec, "sha256")
-        return
-    got = cached or file_sha256(path, progress=size > 256 * _CHUNK)
-    if got != spec.sha256:
-        raise CheckpointError(
-            f"{what} has sha256 {got}, expected {spec.sha256} (size {_bytes(size)}"
-            f"{', expected ' + _bytes(expected) if expected else ''}): the file is corrupt or "
-            f"not the official one; delete it and {fix}"
-        )
+    try:
+        got = file_sha256(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path} ({exc.strerror or exc}); {fix}") from None
+    size_bad = exp_size is not None and size != exp_size
+    sha_bad = expected is not None and got != expected
+    if size_bad or sha_bad:
+        sizes = f"size {_bytes(size)}" + (f", expected {_bytes(exp_size)}" if exp_size else "")
+        why = "not the official file or corrupt" if spec is not None and not override else \
+            "corrupt or changed"
+        todo = (f"delete it and {fix}" if spec is not None and not override
+                else f"restore the file or correct {override}")
+        msg = (f"{_what(path, spec)} has sha256 {got}, expected {expected or 'unknown'} from "
+               f"{source} ({sizes}): it is {why}; {todo}, or pass "
+               "--allow-unverified-checkpoint (allow_unverified=True) to use it anyway, "
+               "recorded as unverified")
+        if not allow_unverified:
+            raise CheckpointMismatchError(msg, path=path, expected_sha256=expected,
+                                          actual_sha256=got, expected_size=exp_size,
+                                          actual_size=size)
+        log.warning("using an unverified checkpoint: %s", msg.split(": it is")[0])
+        return CheckpointCheck(path, size, got, expected, source, False)
+    return CheckpointCheck(path, size, got, expected, source, expected is not None)
+
+
+def verify_checkpoint(path: str | Path, spec: ModelSpec | None, full_hash: bool = False) -> None:
+    """Raise CheckpointError unless `path` looks like an intact checkpoint for `spec`.
+
+    Format checks (check_format); a size other than the manifest's is a mismatch; a sha256
+    already computed for this file version (or, with full_hash, computed now) must equal the
+    manifest's. spec None: the format checks and, with full_hash, PATH.sha256 if present.
+    """
+    path = Path(path)
+    check_format(path, spec)
+    size = path.stat().st_size
+    if full_hash or cached_sha256(path) is not None or (
+        spec is not None and spec.size_bytes is not None and size != spec.size_bytes
+    ):
+        check_checkpoint(path, spec)
 
 
 # ------------------------------------------------------------------ architecture
@@ -341,20 +376,31 @@ def _wrong_arch(path: Path, arch: str, guess: ArchGuess, details: str = "") -> C
     )
 
 
-def load_sam(
+@dataclass(frozen=True)
+class LoadedSam:
+    """A SAM model in eval mode on the CPU and what was checked about its checkpoint."""
+
+    model: torch.nn.Module
+    check: CheckpointCheck
+
+
+def load_sam_checked(
     model_id: str,
     checkpoint: Path | str | None = None,
     *,
-    verify_hash: bool = False,
+    expected_sha256: str | None = None,
+    allow_unverified: bool = False,
     spec: ModelSpec | None = None,
     builder: Callable[[], torch.nn.Module] | None = None,
-) -> torch.nn.Module:
-    """Build SAM `model_id` and load its weights on the CPU, in eval mode.
+) -> LoadedSam:
+    """Build SAM `model_id`, load its weights on the CPU in eval mode, and say what was checked.
 
-    checkpoint: explicit file, else the installed one (registry.find_checkpoint). The manifest's
-    size/sha256 checks apply when the file has the official name. verify_hash: full sha256 check
-    (cached per file size/mtime). spec / builder override the manifest entry and the architecture
-    (tests use them for a tiny SAM); with a builder, model_id only names the model in messages.
+    checkpoint: explicit file, else the installed one (registry.find_checkpoint). The file's
+    sha256 is always computed (once per path, size and mtime, see file_hash) and compared with
+    check_checkpoint's expected value: the manifest's when the file has the official name,
+    else expected_sha256 or PATH.sha256. A mismatch raises CheckpointMismatchError unless
+    allow_unverified. spec / builder override the manifest entry and the architecture (tests
+    use them for a tiny SAM); with a builder, model_id only names the model in messages.
     """
     if spec is None:
         spec = load_manifest().get(model_id)
@@ -374,7 +420,8 @@ def load_sam(
             )
         path = found
     official = spec if spec is not None and path.name == spec.filename else None
-    verify_checkpoint(path, official, full_hash=verify_hash)
+    check = check_checkpoint(path, official, expected_sha256=expected_sha256,
+                             allow_unverified=allow_unverified)
     state = read_state_dict(path, model_id if spec is not None else None)
     guess = guess_arch(state)
     if builder is None and guess.arch in KNOWN_ARCHES and guess.arch != arch:
@@ -387,4 +434,22 @@ def load_sam(
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. dtype trouble the key/shape check cannot see
         raise _wrong_arch(path, arch, guess, str(exc).splitlines()[0][:120]) from None
-    return model.eval()
+    return LoadedSam(model.eval(), check)
+
+
+def load_sam(
+    model_id: str,
+    checkpoint: Path | str | None = None,
+    *,
+    verify_hash: bool = True,
+    expected_sha256: str | None = None,
+    allow_unverified: bool = False,
+    spec: ModelSpec | None = None,
+    builder: Callable[[], torch.nn.Module] | None = None,
+) -> torch.nn.Module:
+    """load_sam_checked's model only. verify_hash is kept for callers: the sha256 is always
+    checked (hashing is cached per file version)."""
+    del verify_hash
+    return load_sam_checked(model_id, checkpoint, expected_sha256=expected_sha256,
+                            allow_unverified=allow_unverified, spec=spec,
+                            builder=builder).model

@@ -19,8 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .checkpoint import file_sha256, remember_sha256
 from .errors import DownloadError
+from .file_hash import file_sha256, remember_sha256
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _already_there(dest: Path, expected_size: int | None, expected_sha256: str |
         return False
     if dest.stat().st_size != expected_size:
         return False
-    return file_sha256(dest, progress=expected_size > 2**28) == expected_sha256
+    return file_sha256(dest) == expected_sha256
 
 
 def _check_space(folder: Path, expected_size: int | None, have: int, url: str) -> None:

@@ -28,6 +28,8 @@ def load_engine(
     precision: str = "auto",
     disk_cache: bool = True,
     models_dir: str | Path | None = None,
+    checkpoint_sha256: str | None = None,
+    allow_unverified: bool = False,
     **onnx_options,
 ) -> Engine:
     """Build the engine named `engine`.
@@ -39,10 +41,18 @@ def load_engine(
     onnx: OnnxEngine on models_dir (a folder written by `sam-inspect export-onnx`), on
     onnxruntime only, never importing torch; onnx_options go to OnnxEngine (quantized,
     providers, threads, chunk).
+
+    The checkpoint's sha256 is computed (cached per file version) and recorded in
+    info.checkpoint_sha256; checkpoint_sha256 is the expected one for a custom file (else the
+    manifest's for an official file name, else PATH.sha256). A mismatch raises
+    CheckpointMismatchError unless allow_unverified (then info.checkpoint_verified is False and
+    the note says so). For "onnx", allow_unverified also loads graphs whose export check failed.
     """
     if engine not in ALL_ENGINES:
         raise SamEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ALL_ENGINES)}")
     if engine == "onnx":
+        if allow_unverified:
+            onnx_options["allow_unverified"] = True
         return _onnx(models_dir, cache, onnx_options)
     if onnx_options:
         raise TypeError(f"options {sorted(onnx_options)} apply to engine='onnx' only")
@@ -68,34 +78,35 @@ def load_engine(
         return _classic(
             cache, note=f"SAM model {model} is not installed: using the default engine"
         )
-    return _sam(model or "vit_b", checkpoint, choice, cache, disk_cache)
+    return _sam(model or "vit_b", checkpoint, choice, cache, disk_cache, checkpoint_sha256,
+                allow_unverified)
 
 
-def _sam(model: str, checkpoint, choice, cache, disk_cache: bool) -> Engine:
-    from .checkpoint import load_sam
+def _sam(model: str, checkpoint, choice, cache, disk_cache: bool, expected: str | None,
+         allow_unverified: bool) -> Engine:
+    from dataclasses import replace
+
+    from .checkpoint import load_sam_checked
     from .embedding_cache import EmbeddingCache, default_cache_dir
     from .sam_backend import SamEngine
 
     if cache is None:
         cache = EmbeddingCache(disk_dir=default_cache_dir() if disk_cache else None,
                                max_disk_bytes=DISK_CACHE_BYTES)
-    sam, path, sha = _load(load_sam, model, checkpoint)
-    return SamEngine(sam, model, device=choice, cache=cache, checkpoint=str(path),
-                     checkpoint_sha256=sha)
-
-
-def _load(load_sam, model, checkpoint):
-    from .checkpoint import cached_sha256
-    from .registry import find_checkpoint, load_manifest
-
-    path = Path(checkpoint) if checkpoint is not None else find_checkpoint(model)
-    sam = load_sam(model, path)
-    spec = load_manifest().get(model)
-    # Only a hash we computed, or the manifest's for the official file name (size-checked).
-    sha = cached_sha256(path)
-    if sha is None and spec is not None and path is not None and path.name == spec.filename:
-        sha = spec.sha256
-    return sam, path, sha
+    loaded = load_sam_checked(model, checkpoint, expected_sha256=expected,
+                              allow_unverified=allow_unverified)
+    check = loaded.check
+    eng = SamEngine(loaded.model, model, device=choice, cache=cache, checkpoint=str(check.path),
+                    checkpoint_sha256=check.sha256)
+    if check.verified:
+        status = f"checkpoint sha256 verified against {check.source}"
+    elif check.expected_sha256 is not None:
+        status = f"checkpoint unverified: its sha256 differs from {check.source}"
+    else:
+        status = "checkpoint unverified: no expected sha256 to compare with"
+    eng.info = replace(eng.info, checkpoint_verified=check.verified,
+                       note=f"{eng.info.note}; {status}" if eng.info.note else status)
+    return eng
 
 
 def _onnx(models_dir, cache, options: dict) -> Engine:

@@ -20,6 +20,8 @@ string arrays, and float images without a single finite value.
 from __future__ import annotations
 
 import hashlib
+import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -37,6 +39,11 @@ _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"
+
+MAX_PIXELS_ENV = "SAM_INSPECT_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Images above this many pixels (100 MP; a decoded 100-MP RGB frame needs 300 MB, SAM's
+preprocessing several times that) are refused unless SAM_INSPECT_MAX_PIXELS raises the limit."""
 
 
 def _describe(image: np.ndarray) -> str:
@@ -146,14 +153,100 @@ def _is_truncated(data: bytes) -> bool:
     return False
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from the header of PNG, JPEG, TIFF or BMP bytes, else None.
+
+    Hand-written because OpenCV has no header-only read (imdecode allocates the full frame
+    first) and Pillow is not in the desktop bundle; these four layouts are fixed by their specs.
+    None (unknown format, damaged header) means "decode and check afterwards".
+    """
+    try:
+        if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return w, h
+        if data.startswith(_JPEG_SOI):
+            return _jpeg_size(data)
+        if data[:4] in (b"II*\0", b"MM\0*"):
+            return _tiff_size(data)
+        if data[:2] == b"BM" and len(data) >= 26:
+            if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER: 16-bit dims
+                return struct.unpack("<HH", data[18:22])
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)  # a negative height means a top-down bitmap
+    except struct.error:
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the JPEG markers to the first start-of-frame (SOF0..SOF15 except DHT/JPG/DAC)."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # stand-alone markers
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        i += 2 + length
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first IFD."""
+    e = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(e + "I", data[4:8])
+    (n,) = struct.unpack(e + "H", data[ifd:ifd + 2])
+    dims: dict[int, int] = {}
+    for k in range(n):
+        tag, typ, _count, raw = struct.unpack(e + "HHI4s", data[ifd + 2 + 12 * k:ifd + 14 + 12 * k])
+        if tag in (256, 257):
+            dims[tag] = struct.unpack(e + ("H" if typ == 3 else "I"), raw[:2 if typ == 3 else 4])[0]
+    return (dims[256], dims[257]) if len(dims) == 2 else None
+
+
+def pixel_limit() -> int:
+    """The pixel limit: SAM_INSPECT_MAX_PIXELS when set, else DEFAULT_MAX_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_ENV)
+    if text is None or not text.strip():
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ImageError(f"{MAX_PIXELS_ENV}={text!r} is not a positive number of pixels "
+                         f"(e.g. {MAX_PIXELS_ENV}=200000000 for 200 MP)")
+    return value
+
+
+def _check_pixels(path: Path, w: int, h: int, limit: int) -> None:
+    if w * h > limit:
+        raise ImageError(
+            f"image file {path} is {w}x{h} pixels ({w * h / 1e6:.1f} MP), above the limit of "
+            f"{limit / 1e6:g} MP; downscale or crop it, or raise the limit with "
+            f"{MAX_PIXELS_ENV}=<pixels>"
+        )
+
+
+def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3), converted with `to_rgb8`.
 
     16-bit PNG/TIFF keep their depth until `to_rgb8` stretches them; JPEG EXIF orientation is
     applied; alpha is dropped. Raises ImageError naming the file when it is missing, a directory,
-    empty, truncated, corrupt or in a format OpenCV cannot decode.
+    empty, truncated, corrupt, in a format OpenCV cannot decode, or larger than `max_pixels`
+    (default: `pixel_limit()`, 100 MP or SAM_INSPECT_MAX_PIXELS); the size is read from the
+    header of PNG, JPEG, TIFF and BMP files, so those are refused before they are decoded.
     """
     path = Path(path)
+    limit = pixel_limit() if max_pixels is None else max_pixels
     if not path.exists():
         raise ImageError(f"image file not found: {path}")
     if path.is_dir():
@@ -168,6 +261,9 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(
             f"image file {path} is truncated (incomplete transfer or copy?); re-copy it"
         )
+    size = header_size(data)
+    if size is not None:
+        _check_pixels(path, *size, limit)
     # imdecode on the bytes instead of cv2.imread(path): imread cannot open non-ASCII paths on
     # Windows. ANYDEPTH|ANYCOLOR keeps 16-bit data and grayscale like IMREAD_UNCHANGED, but unlike
     # it still applies the JPEG EXIF orientation; the alpha channel it drops is dropped anyway.
@@ -182,6 +278,7 @@ def load_image(path: str | Path) -> np.ndarray:
             )
         raise ImageError(f"cannot decode image file {path}: it is corrupt or not a "
                          f"{path.suffix.lower().lstrip('.').upper()} image")
+    _check_pixels(path, decoded.shape[1], decoded.shape[0], limit)  # formats without a header read
     if decoded.ndim == 3 and decoded.shape[2] == 3:  # ANYCOLOR: gray or BGR, alpha dropped
         decoded = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
     return to_rgb8(decoded)

@@ -94,6 +94,42 @@ def _export(sam: Sam) -> bytes:
     return model.SerializeToString()
 
 
+def _sha_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _verified_bytes(path: Path) -> bytes | None:
+    """The stored graph's bytes when they match the sha256 stored beside them, else None
+    (after a warning saying the file is rebuilt)."""
+    try:
+        model = path.read_bytes()
+        expected = _sha_path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        log.warning("cached click decoder %s has no recorded sha256; rebuilding it", path)
+        return None
+    except OSError as exc:
+        log.warning("cannot read the cached click decoder %s (%s); rebuilding it", path, exc)
+        return None
+    got = hashlib.sha256(model).hexdigest()
+    if got != expected:
+        log.warning("cached click decoder %s is corrupt (sha256 %s, recorded %s); rebuilding it",
+                    path, got, expected[:64])
+        return None
+    return model
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # readable by the other users of a shared cache, like the rest
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class OnnxClickDecoder:
     """decoder_click for one SAM model on onnxruntime's CPU provider."""
 
@@ -107,21 +143,24 @@ class OnnxClickDecoder:
 
     @classmethod
     def build(cls, sam: Sam, folder: Path | None, threads: int | None = None) -> OnnxClickDecoder:
-        """Load the graph from `folder` (None: export every time) or export and store it."""
+        """Load the graph from `folder` (None: export every time) or export and store it.
+
+        The stored graph's sha256 is kept beside it (NAME.onnx.sha256) and checked at each load:
+        a corrupt or unrecorded file is exported again and replaced, with a log line."""
         path = None if folder is None else folder / f"decoder_click-{decoder_fingerprint(sam)}.onnx"
         if path is not None and path.is_file():
-            try:
-                return cls(path.read_bytes(), threads)
-            except Exception as exc:  # a truncated or foreign file: export again
-                log.warning("could not load %s (%s); exporting it again", path, exc)
+            model = _verified_bytes(path)
+            if model is not None:
+                try:
+                    return cls(model, threads)
+                except Exception as exc:  # a foreign file with a matching hash: export again
+                    log.warning("could not load %s (%s); exporting it again", path, exc)
         model = _export(sam)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-                with os.fdopen(fd, "wb") as f:
-                    f.write(model)
-                os.replace(tmp, path)  # atomic: another process never reads half a file
+                _write_atomic(path, model)  # another process never reads half a file
+                _write_atomic(_sha_path(path), (hashlib.sha256(model).hexdigest() + "\n").encode())
             except OSError as exc:
                 log.warning("could not store the click decoder in %s: %s", path.parent, exc)
         return cls(model, threads)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from .onnx_graphs import (
     ClickDecoderGraph,
     EncoderGraph,
     FastDecoderGraph,
+    FloatEncoderGraph,
     ImageTermsGraph,
     meta_decoder,
 )
@@ -51,7 +54,9 @@ from .upsample_np import NumpyMaskUpsampler
 
 log = logging.getLogger(__name__)
 
-EXPORTER_VERSION = "2"  # 2: decoder_click, split-head image terms, int8 transformer weights only
+# 2: decoder_click, split-head image terms, int8 transformer weights only
+# 3: decoder_meta is Meta's interface (single mask, crop follows orig_im_size); formats
+EXPORTER_VERSION = "3"
 DEFAULT_OPSET = 17
 # fp32 graphs compute what PyTorch computes up to float rounding: masks must agree (issue 7).
 FP32_MIN_IOU = 0.99
@@ -69,6 +74,18 @@ RESIZE_NOTE = (
     "then zero-padded bottom/right to img_size x img_size uint8; the graph normalises and "
     "zeroes the padding given input_size"
 )
+
+# What each --format writes (decoder_meta.onnx always, the interface every SAM tool reads):
+#   sam-inspect    our graphs for the line runtime (+ encoder.onnx with encoder=True)
+#   samexporter    encoder_float.onnx: samexporter's encoder convention (input_image float32
+#                  H x W x 3 RGB, normalisation and padding inside the graph)
+#   x-anylabeling  encoder_float.onnx and X_ANYLABELING_CONFIG, X-AnyLabeling's model config
+FORMATS = ("sam-inspect", "samexporter", "x-anylabeling")
+X_ANYLABELING_CONFIG = "x-anylabeling.yaml"
+# (H, W) the Meta decoder is checked on: landscape 3:4, portrait, wide 3:1, square, large,
+# small (its crop and upsampling follow orig_im_size, so one aspect ratio proves little)
+VERIFY_SIZES = ((480, 640), (900, 600), (300, 900), (512, 512), (2000, 1500), (90, 160))
+TOOL_CANVAS = (684, 1024)  # the fixed (H, W) samexporter and X-AnyLabeling warp images into
 
 PROMPT_INPUTS = ("point_coords", "point_labels", "mask_input", "has_mask_input")
 TERM_OUTPUTS = ("src", "k1", "v1", "q1", "k1h", "v1h")  # image_terms.onnx
@@ -89,6 +106,7 @@ class ExportOptions:
     verify_cases: int = 6
     seed: int = 0
     external_data_bytes: int = EXTERNAL_DATA_BYTES
+    formats: tuple[str, ...] = ("sam-inspect",)  # see FORMATS
 
 
 @dataclass
@@ -192,6 +210,10 @@ def _describe(path: Path, role: str, quantized: bool, external: tuple[str, ...])
 def export_graphs(sam: Sam, out_dir: Path, opts: ExportOptions) -> list[tuple[Path, str, bool,
                                                                                tuple[str, ...]]]:
     """Trace every graph into out_dir; returns (path, role, quantized, external files)."""
+    unknown = [f for f in opts.formats if f not in FORMATS]
+    if unknown or not opts.formats:
+        what = f"unknown export format {unknown[0]!r}" if unknown else "no export format"
+        raise ExportError(f"{what}; choose from {', '.join(FORMATS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     sam = copy.deepcopy(sam).eval().cpu().float().requires_grad_(False)
     emb = torch.randn(1, 256, 64, 64)
@@ -204,14 +226,31 @@ def export_graphs(sam: Sam, out_dir: Path, opts: ExportOptions) -> list[tuple[Pa
         log.info("wrote %s (%s)", path, role)
         return path
 
-    coords, labels, mask, has = _dummy_prompts(1, 2)
-    meta_in = ("image_embeddings", *PROMPT_INPUTS, "orig_im_size")
+    # Meta's scripts/export_onnx_model.py: its dummy inputs and dynamic axes
+    meta_args = (emb, torch.randint(0, IMG_SIZE, (1, 5, 2)).float(),
+                 torch.randint(0, 4, (1, 5)).float(), torch.randn(1, 1, 256, 256),
+                 torch.tensor([1.0]), torch.tensor([1500.0, 2250.0]))
     save("decoder_meta.onnx", _trace(
-        meta_decoder(sam), (emb, coords, labels, mask, has[:1], torch.tensor([600.0, 800.0])),
-        meta_in, ("masks", "iou_predictions", "low_res_masks"),
+        meta_decoder(sam), meta_args, ("image_embeddings", *PROMPT_INPUTS, "orig_im_size"),
+        ("masks", "iou_predictions", "low_res_masks"),
         {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}, opts.opset),
         "decoder_meta")
+    if {"samexporter", "x-anylabeling"} & set(opts.formats):
+        # samexporter's export_encoder.py --use-preprocess: its dummy image and dynamic axes
+        save("encoder_float.onnx", _trace(
+            FloatEncoderGraph(sam), (torch.randn(IMG_SIZE, IMG_SIZE, 3),), ("input_image",),
+            ("image_embeddings",), {"input_image": {0: "image_height", 1: "image_width"}},
+            opts.opset, ((1, 256, IMG_SIZE // 16, IMG_SIZE // 16),)), "encoder_float")
+    if "sam-inspect" not in opts.formats:
+        return written
+    _export_runtime_graphs(sam, opts, emb, save, written)
+    return written
 
+
+def _export_runtime_graphs(sam: Sam, opts: ExportOptions, emb: torch.Tensor, save, written
+                           ) -> None:
+    """The line runtime's graphs (format sam-inspect)."""
+    out_dir = written[0][0].parent
     terms = ImageTermsGraph(sam, split_heads=True)
     with torch.no_grad():
         t = terms(emb)
@@ -264,7 +303,6 @@ def export_graphs(sam: Sam, out_dir: Path, opts: ExportOptions) -> list[tuple[Pa
         if opts.quantize:
             dst = out_dir / "encoder.int8.onnx"
             written.append((dst, "encoder", True, quantize_all(enc, dst, bool(written[-1][3]))))
-    return written
 
 
 # ------------------------------------------------------------------ verification
@@ -339,7 +377,8 @@ def _compare(path: Path, cases, run, threshold: float) -> VerifyResult:
 
 
 def verify_exports(sam: Sam, model_id: str, written, opts: ExportOptions) -> list[VerifyResult]:
-    """Each graph vs the PyTorch engine on random prompts (and, with an encoder, a random image)."""
+    """Each graph vs the PyTorch engine on random prompts (the Meta decoder on VERIFY_SIZES;
+    with an encoder, random images through Meta's preprocessing)."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(opts.seed)
@@ -347,7 +386,10 @@ def verify_exports(sam: Sam, model_id: str, written, opts: ExportOptions) -> lis
     size = (480, 640)
     emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(opts.seed))
     handle = engine.handle_from_embedding(emb, size)
-    cases = _torch_cases(engine, handle, random_prompts(rng, size, opts.verify_cases))
+    paths = {(role, q): p for p, role, q, _ in written}
+    ours = {r for r, _ in paths} - {"decoder_meta", "encoder_float"}
+    cases = (_torch_cases(engine, handle, random_prompts(rng, size, opts.verify_cases))
+             if ours else [])
     up = NumpyMaskUpsampler(handle.input_size, size)
     e = emb.numpy()
     so = ort.SessionOptions()
@@ -356,10 +398,11 @@ def verify_exports(sam: Sam, model_id: str, written, opts: ExportOptions) -> lis
     def sess(path):
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
-    paths = {(role, q): p for p, role, q, _ in written}
-    ts = sess(paths[("image_terms", False)])
-    terms = dict(zip([o.name for o in ts.get_outputs()], ts.run(None, {"image_embeddings": e}),
-                     strict=True))
+    terms = {}
+    if ("image_terms", False) in paths:
+        ts = sess(paths[("image_terms", False)])
+        terms = dict(zip([o.name for o in ts.get_outputs()],
+                         ts.run(None, {"image_embeddings": e}), strict=True))
     results = []
 
     def fast_runner(s, fused: bool, fixed: bool = False):
@@ -371,28 +414,10 @@ def verify_exports(sam: Sam, model_id: str, written, opts: ExportOptions) -> lis
             return masks, low
         return run
 
-    def meta_run(s):
-        def run(c: _Case):
-            coords, labels = prompt_arrays(c.prompts, size)
-            lows, masks = [], []
-            for b in range(coords.shape[0]):
-                mi = (np.zeros((1, 1, 256, 256), np.float32) if c.prompts.mask_input is None
-                      else c.prompts.mask_input[None].astype(np.float32))
-                full, _, low = s.run(None, {
-                    "image_embeddings": e, "point_coords": coords[b:b + 1],
-                    "point_labels": labels[b:b + 1], "mask_input": mi,
-                    "has_mask_input": np.array([float(c.prompts.mask_input is not None)],
-                                               np.float32),
-                    "orig_im_size": np.array(size, np.float32)})
-                lows.append(low[0, 1:])
-                masks.append(full[0, 1:] > MASK_THRESHOLD)
-            return np.stack(masks), np.stack(lows)
-        return run
-
     for (role, q), path in paths.items():
         thr = INT8_MIN_IOU if q else FP32_MIN_IOU
         if role == "decoder_meta":
-            results.append(_compare(path, cases, meta_run(sess(path)), thr))
+            results.append(_verify_meta(engine, emb, sess(path), path, rng, opts, thr))
         elif role in ("decoder_fast", "decoder_fused"):
             results.append(_compare(path, cases, fast_runner(sess(path), role == "decoder_fused"),
                                     thr))
@@ -402,8 +427,8 @@ def verify_exports(sam: Sam, model_id: str, written, opts: ExportOptions) -> lis
         elif role == "decoder_fixed":
             fixed = [c for c in cases if _fits_fixed(c.prompts, opts.fixed_points)]
             results.append(_compare(path, fixed, fast_runner(sess(path), False, True), thr))
-        elif role == "encoder":
-            results.append(_verify_encoder(sam, engine, sess(path), path, rng, thr))
+        elif role in ("encoder", "encoder_float"):
+            results.append(_verify_encoder(sam, engine, sess(path), path, rng, thr, role))
     return results
 
 
@@ -411,36 +436,131 @@ def _fits_fixed(p: Prompts, n: int) -> bool:
     return p.n_points + (2 if p.n_boxes else 1) == n
 
 
-def _verify_encoder(sam: Sam, engine: SamEngine, s, path: Path, rng, thr: float
+def _meta_run(s, e: np.ndarray, coords, labels, mask_input, size):
+    """One prompt through Meta's decoder: (bool mask (H, W), low-res logits (256, 256))."""
+    has = mask_input is not None
+    full, _, low = s.run(None, {
+        "image_embeddings": e, "point_coords": coords, "point_labels": labels,
+        "mask_input": (mask_input[None] if has else np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE))
+                       ).astype(np.float32),
+        "has_mask_input": np.array([float(has)], np.float32),
+        "orig_im_size": np.array(size, np.float32)})
+    return full[0, 0] > MASK_THRESHOLD, low[0, 0]
+
+
+def _verify_meta(engine: SamEngine, emb: torch.Tensor, s, path: Path, rng, opts: ExportOptions,
+                 thr: float) -> VerifyResult:
+    """Meta's decoder vs the engine on VERIFY_SIZES, each with a few prompt kinds (all kinds
+    over the sizes), each followed by a refinement step. The reference mask is the one Meta's
+    graph returns (select_masks): the single-mask output with more than 2 prompt points
+    (padding included), else the best of the multimask outputs by predicted IoU."""
+    e = emb.numpy()
+    ious, diff, n = [], 0.0, 0
+    per_size = max(2, min(5, opts.verify_cases // 2))
+    for j, size in enumerate(VERIFY_SIZES):
+        handle = engine.handle_from_embedding(emb, size)
+        kinds = random_prompts(rng, size, 5)  # one of each kind; the sizes take turns
+        for i in range(per_size):
+            p = kinds[(j + i) % 5]
+            coords, labels = prompt_arrays(p, size)
+            multi = coords.shape[1] <= 2
+            for refine in (False, True):
+                m = engine.predict(handle, p, multimask_output=multi)
+                picks = [m.best_index(b) if multi else 0 for b in range(coords.shape[0])]
+                for b, k in enumerate(picks):
+                    mask, low = _meta_run(s, e, coords[b:b + 1], labels[b:b + 1],
+                                          p.mask_input, size)
+                    diff = max(diff, float(np.abs(low - m.low_res_logits[b, k]).max()))
+                    ious.append(_iou(mask, m.mask(b, k)))
+                n += 1
+                if not refine:  # feed the first entry's chosen mask back, as the notebook
+                    p = Prompts(points=p.points, labels=p.labels, boxes=p.boxes,
+                                mask_input=m.low_res_logits[0, picks[0]][None])
+    v = VerifyResult(path.name, n, diff, float(min(ious)), float(np.mean(ious)), thr,
+                     _passes(ious, thr))
+    log.info("verify %s on %d image sizes: max |logit diff| %.2e, mask IoU min %.4f mean %.4f "
+             "(need >= %.2f)", path.name, len(VERIFY_SIZES), diff, v.min_mask_iou,
+             v.mean_mask_iou, thr)
+    return v
+
+
+def _blocky_image(rng, size: tuple[int, int]) -> np.ndarray:
+    """A random RGB uint8 image of 12-pixel blocks."""
+    cells = rng.integers(0, 256, (size[0] // 12 + 1, size[1] // 12 + 1, 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.kron(cells, np.ones((12, 12, 1), np.uint8))[:size[0],
+                                                                               :size[1]])
+
+
+def _encoder_feeds(rng, role: str):
+    """(image for SamPredictor, the ONNX feeds that encode the same pixels)."""
+    rgb = _blocky_image(rng, (300, 420))
+    resized = transforms_np.resize_longest(rgb)
+    if role == "encoder":
+        yield rgb, {"image": transforms_np.pad_to_square(resized),
+                    "input_size": np.array(resized.shape[:2], np.int64)}
+        return
+    # Meta's resized image as it is, and a tool's fixed canvas (its image warped into the
+    # top-left, black elsewhere): SamPredictor leaves a 684 x 1024 image as it is
+    yield rgb, {"input_image": resized.astype(np.float32)}
+    canvas = np.zeros((*TOOL_CANVAS, 3), np.uint8)
+    canvas[:, :912] = _blocky_image(rng, (TOOL_CANVAS[0], 912))
+    yield canvas, {"input_image": canvas.astype(np.float32)}
+
+
+def _verify_encoder(sam: Sam, engine: SamEngine, s, path: Path, rng, thr: float, role: str
                     ) -> VerifyResult:
-    """A random smooth image through Meta's preprocessing + encoder (SamPredictor: the graph
-    is Meta's encoder, so the engine's own fast encoder is not the reference) vs numpy resize +
-    ONNX; the decoder masks of both embeddings are compared on random prompts."""
+    """Random images through Meta's preprocessing + encoder (SamPredictor: the graph is Meta's
+    encoder, so the engine's own fast encoder is not the reference) vs the ONNX encoder fed
+    as its convention says; the decoder masks of both embeddings are compared on random
+    prompts."""
     from segment_anything import SamPredictor
 
-    size = (300, 420)
-    noise = rng.integers(0, 256, (size[0] // 12, size[1] // 12, 3), dtype=np.uint8)
-    rgb = np.ascontiguousarray(np.kron(noise, np.ones((12, 12, 1), np.uint8)))
     predictor = SamPredictor(sam.eval())
-    with torch.no_grad():
-        predictor.set_image(rgb)
-    ref = predictor.features.cpu()
-    resized = transforms_np.resize_longest(rgb)
-    out = s.run(None, {"image": transforms_np.pad_to_square(resized),
-                       "input_size": np.array(resized.shape[:2], np.int64)})[0]
-    diff = float(np.abs(out - ref.numpy()).max())
-    h_ref = engine.handle_from_embedding(ref, size)
-    h_onnx = engine.handle_from_embedding(out, size)
-    ious = []
-    for p in random_prompts(rng, size, 5):
-        a = engine.predict(h_ref, p).masks
-        b = engine.predict(h_onnx, p).masks
-        ious += [_iou(a[i, k], b[i, k]) for i in range(a.shape[0]) for k in range(a.shape[1])]
-    v = VerifyResult(path.name, 5, diff, float(min(ious)), float(np.mean(ious)), thr,
+    ious, diff, n = [], 0.0, 0
+    for rgb, feeds in _encoder_feeds(rng, role):
+        size = rgb.shape[:2]
+        with torch.no_grad():
+            predictor.set_image(rgb)
+        ref = predictor.features.cpu()
+        out = s.run(None, feeds)[0]
+        diff = max(diff, float(np.abs(out - ref.numpy()).max()))
+        h_ref = engine.handle_from_embedding(ref, size)
+        h_onnx = engine.handle_from_embedding(out, size)
+        for p in random_prompts(rng, size, 3 if role == "encoder_float" else 5):
+            a = engine.predict(h_ref, p).masks
+            b = engine.predict(h_onnx, p).masks
+            ious += [_iou(a[i, k], b[i, k]) for i in range(a.shape[0]) for k in range(a.shape[1])]
+            n += 1
+    v = VerifyResult(path.name, n, diff, float(min(ious)), float(np.mean(ious)), thr,
                      _passes(ious, thr))
     log.info("verify %s: max |embedding diff| %.2e, mask IoU min %.4f", path.name, diff,
              v.min_mask_iou)
     return v
+
+
+def write_x_anylabeling_config(out_dir: Path, model_id: str) -> Path:
+    """X-AnyLabeling's model config (its segment_anything model type) for encoder_float.onnx
+    and decoder_meta.onnx, with paths relative to the config's folder; load it in
+    X-AnyLabeling with "Load custom model"."""
+    fields = {
+        "type": "segment_anything",
+        "name": f"sam_inspect_{model_id}",
+        "provider": "sam-inspect",
+        "display_name": f"Segment Anything ({model_id}, sam-inspect export)",
+        "encoder_model_path": "encoder_float.onnx",
+        "decoder_model_path": "decoder_meta.onnx",
+        "input_size": IMG_SIZE,
+        "max_width": TOOL_CANVAS[1],
+        "max_height": 682,  # X-AnyLabeling's own configs' value (its code uses 684 x 1024)
+    }
+    # JSON strings are YAML double-quoted scalars: no YAML writer needed
+    text = "".join(f"{k}: {json.dumps(v)}\n" for k, v in fields.items())
+    path = out_dir / X_ANYLABELING_CONFIG
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
 
 
 # ------------------------------------------------------------------ entry point
@@ -470,6 +590,8 @@ def export_onnx(
         verification=verification,
     )
     manifest.save(out)
+    if "x-anylabeling" in opts.formats:
+        write_x_anylabeling_config(out, model_id)
     result = ExportResult(out, manifest)
     if not result.passed:
         bad = [f"{v.path} (IoU {v.min_mask_iou:.4f} < {v.iou_threshold})"

@@ -21,9 +21,32 @@ from .constants import PIXEL_MEAN, PIXEL_STD
 from .fast_decoder import FastMaskDecoder
 
 
+class MetaDecoderGraph(SamOnnxModel):
+    """Meta's export module as scripts/export_onnx_model.py uses it (return_single_mask=True):
+    masks (1, 1, H, W) full-size logits for orig_im_size = (H, W), iou_predictions (1, 1),
+    low_res_masks (1, 1, 256, 256); with more than 2 prompt points (padding included) the
+    single-mask output, else the best multimask output by predicted IoU (select_masks).
+
+    Only the final crop differs from segment_anything's code: it slices with the traced size
+    tensors, where segment_anything's int() makes the tracer freeze the dummy image's crop,
+    which leaves masks right for one aspect ratio only."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__(sam, return_single_mask=True)
+
+    def mask_postprocessing(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        side = self.img_size
+        masks = F.interpolate(masks, size=(side, side), mode="bilinear", align_corners=False)
+        prepadded = self.resize_longest_image_size(orig_im_size, side)
+        masks = masks[..., : prepadded[0], : prepadded[1]]
+        size = orig_im_size.to(torch.int64)
+        return F.interpolate(masks, size=(size[0], size[1]), mode="bilinear",
+                             align_corners=False)
+
+
 def meta_decoder(sam: Sam) -> nn.Module:
-    """Meta's own export module: full-res logits of all 4 masks, IoU, low-res logits."""
-    return SamOnnxModel(sam, return_single_mask=False)
+    """Meta's ONNX decoder interface (see MetaDecoderGraph)."""
+    return MetaDecoderGraph(sam)
 
 
 class ImageTermsGraph(nn.Module):
@@ -126,6 +149,25 @@ class EncoderGraph(nn.Module):
         x = (x - self.mean) / self.std
         keep = (self.ramp.view(-1, 1) < input_size[0]) & (self.ramp.view(1, -1) < input_size[1])
         return self.encoder(x * keep.to(x.dtype))
+
+
+class FloatEncoderGraph(nn.Module):
+    """samexporter's / X-AnyLabeling's encoder convention: input_image (H, W, 3) float32 RGB
+    0..255, H and W at most img_size (dynamic), already resized by the caller; normalised,
+    zero-padded at the bottom/right to img_size x img_size after normalising (as
+    Sam.preprocess) and encoded inside -> image_embeddings (1, 256, 64, 64)."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.encoder = sam.image_encoder
+        self.register_buffer("mean", torch.tensor(PIXEL_MEAN))
+        self.register_buffer("std", torch.tensor(PIXEL_STD))
+
+    def forward(self, input_image: torch.Tensor) -> torch.Tensor:
+        x = ((input_image - self.mean) / self.std).permute(2, 0, 1)
+        side = self.encoder.img_size
+        x = F.pad(x, (0, side - x.shape[2], 0, side - x.shape[1]))
+        return self.encoder(x.unsqueeze(0))
 
 
 # ---------------------------------------------------------------- one prompt, laid out for ORT

@@ -11,16 +11,27 @@ Roles of the files an export writes (OnnxFile.role):
   "decoder_fused"  our decoder computing the image terms itself from image_embeddings
   "decoder_fixed"  decoder_fast with fixed shapes (1 prompt of 2 points) for TensorRT
   "encoder"        padded uint8 image + its unpadded size -> image_embeddings (fixed shapes)
+  "encoder_float"  samexporter's / X-AnyLabeling's encoder: input_image float32 (H, W, 3) RGB
+                   0..255, longest side <= 1024 -> image_embeddings (normalised, padded inside)
 and the same roles with quantized=True for dynamic-int8 copies.
+
+Integrity: OnnxFile.sha256 is file_digest() of the file (with external data: one digest over
+the graph's and the data files' digests, in order); OnnxManifest.verification holds the export's
+check of each file against PyTorch (VerifyResult.path = OnnxFile.path). The runtime loads a file
+only when its digest matches and no VerifyResult for it has passed=False (check_file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError
+from .file_hash import file_sha256
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -87,6 +98,10 @@ class OnnxManifest:
     verification: list[VerifyResult] = field(default_factory=list)
     format: int = MANIFEST_FORMAT
 
+    def failed_verification(self, path: str) -> list[VerifyResult]:
+        """The export checks of file `path` (OnnxFile.path) that failed."""
+        return [v for v in self.verification if v.path == path and not v.passed]
+
     def find(self, role: str, quantized: bool = False) -> OnnxFile | None:
         for f in self.files:
             if f.role == role and f.quantized == quantized:
@@ -97,8 +112,17 @@ class OnnxManifest:
         return json.dumps(asdict(self), indent=2)
 
     def save(self, folder: str | Path) -> Path:
+        """Write manifest.json atomically (a reader never sees half a manifest), mode 0644."""
         path = Path(folder) / MANIFEST_NAME
-        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".part")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.to_json() + "\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
@@ -148,3 +172,50 @@ def _file(d: dict) -> OnnxFile:
         outputs=tuple(_spec(s) for s in d["outputs"]),
         external_data=tuple(d.get("external_data", ())),
     )
+
+
+REEXPORT_HINT = "re-run `sam-inspect export-onnx` into this folder"
+
+
+def file_digest(folder: str | Path, f: OnnxFile) -> str:
+    """The sha256 the manifest records for `f` (see module doc), computed from the files in
+    `folder`; each file's hash is cached per path, size and mtime (file_hash)."""
+    folder = Path(folder)
+    sha = file_sha256(folder / f.path)
+    if not f.external_data:
+        return sha
+    h = hashlib.sha256(sha.encode())
+    for e in f.external_data:
+        h.update(file_sha256(folder / e).encode())
+    return h.hexdigest()
+
+
+def check_file(
+    folder: str | Path, manifest: OnnxManifest, f: OnnxFile, allow_unverified: bool = False
+) -> bool:
+    """Raise CheckpointError unless `f` in `folder` has the manifest's sha256 and did not fail
+    the export's verification (with allow_unverified a failed verification is let through).
+    Returns True when an export check passed for it, False when none is recorded or one failed
+    (allowed)."""
+    folder = Path(folder)
+    path = folder / f.path
+    try:
+        got = file_digest(folder, f)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path} ({exc.strerror or exc}); {REEXPORT_HINT}"
+                              ) from None
+    if got != f.sha256:
+        raise CheckpointError(
+            f"{path} has sha256 {got} but the manifest says {f.sha256}: the file is corrupt or "
+            f"was replaced; {REEXPORT_HINT} (or restore the exported files)"
+        )
+    failed = manifest.failed_verification(f.path)
+    if failed and not allow_unverified:
+        v = failed[0]
+        raise CheckpointError(
+            f"{path} failed the export's verification against PyTorch (mask IoU min "
+            f"{v.min_mask_iou:.4f} < {v.iou_threshold}, see {folder / MANIFEST_NAME}): its "
+            f"masks would be wrong; {REEXPORT_HINT}, or pass allow_unverified=True to load it "
+            "anyway"
+        )
+    return not failed and any(v.path == f.path for v in manifest.verification)

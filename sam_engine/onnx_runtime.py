@@ -22,7 +22,7 @@ from .constants import IMG_SIZE, LOW_RES_SIZE, PIXEL_MEAN, PIXEL_STD, PREPROCESS
 from .embedding_cache import EmbeddingCache, cache_key
 from .errors import CheckpointError, ImageError, PromptError
 from .image_io import image_digest, to_rgb8
-from .onnx_manifest import OnnxFile, OnnxManifest
+from .onnx_manifest import REEXPORT_HINT, OnnxFile, OnnxManifest, check_file
 from .prompts import Prompts, validate_prompts
 from .results import EngineInfo, ImageHandle, Masks
 from .upsample_np import NumpyMaskUpsampler
@@ -30,6 +30,8 @@ from .upsample_np import NumpyMaskUpsampler
 log = logging.getLogger(__name__)
 
 EMBEDDING_SHAPE = (1, 256, IMG_SIZE // 16, IMG_SIZE // 16)
+# roles export-onnx --quantize writes int8 copies of (image_terms and the rest stay float32)
+QUANTIZABLE_ROLES = ("decoder_fast", "decoder_fast_nomask", "decoder_click", "encoder")
 _PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -143,11 +145,14 @@ def session_options(threads: int | None = None, spin: bool = False) -> ort.Sessi
 
 
 def open_session(
-    folder: Path, f: OnnxFile, providers: list, threads: int | None
+    folder: Path, f: OnnxFile, providers: list, threads: int | None,
+    manifest: OnnxManifest | None = None, allow_unverified: bool = False,
 ) -> ort.InferenceSession:
-    """An InferenceSession for one manifest entry, with errors that name the file and the fix."""
+    """An InferenceSession for one manifest entry, with errors that name the file and the fix.
+    With `manifest`, the file's sha256 and export verification are checked first (check_file;
+    the hashing is cached per file version)."""
     path = folder / f.path
-    hint = "re-run `sam-inspect export-onnx` into this folder"
+    hint = REEXPORT_HINT
     if not path.is_file():
         raise CheckpointError(f"model file {path} is missing ({f.role}); {hint}")
     missing = [e for e in f.external_data if not (folder / e).is_file()]
@@ -159,6 +164,8 @@ def open_session(
             f"{path} has {size:,} bytes but the manifest says {f.size_bytes:,}: the file is "
             f"truncated or was replaced; {hint}"
         )
+    if manifest is not None:
+        check_file(folder, manifest, f, allow_unverified)
     try:
         s = ort.InferenceSession(str(path), session_options(threads), providers=providers)
     except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail)
@@ -193,12 +200,17 @@ class OnnxEngine:
         cache: EmbeddingCache | None = None,
         chunk: int | None = None,
         prefer_tensorrt: bool = False,
+        allow_unverified: bool = False,
     ) -> None:
-        """quantized: use the int8 decoder/encoder (falls back to fp32 files that have no int8
-        copy). providers: onnxruntime execution providers (default choose_providers: CUDA when
-        present, TensorRT too with prefer_tensorrt, else CPU). threads: intra-op threads per
-        session (None: onnxruntime's default, one per core). chunk: boxes per run of the
-        batched decoder (None: all in one run)."""
+        """quantized: use the int8 decoders/encoder; a role without an int8 copy loads its fp32
+        file with a warning, and info.dtype / precisions say what was loaded (no int8 copy at
+        all: CheckpointError). providers: onnxruntime execution providers (default
+        choose_providers: CUDA when present, TensorRT too with prefer_tensorrt, else CPU).
+        threads: intra-op threads per session (None: onnxruntime's default, one per core).
+        chunk: boxes per run of the batched decoder (None: all in one run).
+
+        Every file's sha256 is checked against the manifest (hashed once per file version);
+        a file whose export verification failed is refused unless allow_unverified."""
         self.folder = Path(models_dir)
         if not self.folder.is_dir():
             raise CheckpointError(f"model folder {self.folder} does not exist; export it with "
@@ -209,6 +221,14 @@ class OnnxEngine:
         configured = provider_config(self.providers, self.folder)
         self.chunk = chunk
         self.cache = cache if cache is not None else EmbeddingCache()
+        if quantized and not any(f.quantized for f in self.manifest.files):
+            raise CheckpointError(
+                f"{self.folder} has no int8 models: re-export with `sam-inspect export-onnx "
+                "--quantize`, or load it without quantized (int8)")
+        # role -> "int8" / "float32": what each loaded session really is
+        self.precisions: dict[str, str] = {}
+        self.files: dict[str, OnnxFile] = {}
+        unverified: list[str] = []
 
         def pick(role: str, required: bool = True) -> ort.InferenceSession | None:
             f = (self.manifest.find(role, True) if quantized else None) \
@@ -218,7 +238,13 @@ class OnnxEngine:
                     raise CheckpointError(f"{self.folder} has no {role} model in its manifest; "
                                           "re-export with the needed options (--encoder)")
                 return None
-            return open_session(self.folder, f, configured, threads)
+            session = open_session(self.folder, f, configured, threads, self.manifest,
+                                   allow_unverified)
+            if self.manifest.failed_verification(f.path):
+                unverified.append(f.path)
+            self.precisions[role] = "int8" if f.quantized else "float32"
+            self.files[role] = f
+            return session
 
         self.terms_session = pick("image_terms")
         self.decoder_session = pick("decoder_fast")
@@ -229,11 +255,24 @@ class OnnxEngine:
         self.encoder_session = pick("encoder", required=False)
         gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
         dev = "cuda" if gpu & set(self.decoder_session.get_providers()) else "cpu"
+        used = {r: p for r, p in self.precisions.items() if r in QUANTIZABLE_ROLES}
+        kinds = set(used.values())
+        dtype = kinds.pop() if len(kinds) == 1 else "mixed"
+        notes = [f"onnxruntime {ort.__version__}, providers {', '.join(self.providers)}"]
+        fp32 = sorted(r for r, p in used.items() if p == "float32")
+        if quantized and fp32:
+            log.warning("%s has no int8 copy of %s: loaded as float32 (re-export with "
+                        "--quantize for int8)", self.folder, ", ".join(fp32))
+            notes.append("int8 " + ", ".join(sorted(set(used) - set(fp32)))
+                         + "; float32 " + ", ".join(fp32))
+        if unverified:
+            notes.append(f"unverified: {', '.join(unverified)} failed the export check")
+            log.warning("%s: loading %s although the export's verification failed",
+                        self.folder, ", ".join(unverified))
         self.info = EngineInfo(
-            name="sam-onnx", model_id=self.manifest.model_id, device=dev,
-            dtype="int8" if quantized else "float32", checkpoint=str(self.folder),
-            checkpoint_sha256=self.manifest.checkpoint_sha256,
-            note=f"onnxruntime {ort.__version__}, providers {', '.join(self.providers)}",
+            name="sam-onnx", model_id=self.manifest.model_id, device=dev, dtype=dtype,
+            checkpoint=str(self.folder), checkpoint_sha256=self.manifest.checkpoint_sha256,
+            note="; ".join(notes),
         )
 
     def _check_constants(self) -> None:
@@ -261,14 +300,22 @@ class OnnxEngine:
     def set_image(self, image: np.ndarray) -> ImageHandle:
         rgb = to_rgb8(image)
         original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-        key = cache_key(image_digest(rgb), self.manifest.model_id,
-                        self.manifest.checkpoint_sha256 or "onnx")
+        key = cache_key(image_digest(rgb), self.manifest.model_id, self._key_extra())
         cached = self.cache.get(key)
         if cached is not None and "embedding" in cached:
             return self._handle(key, original_size, cached["embedding"], True)
         emb = self.encode(rgb)
         self.cache.put(key, {"embedding": emb})
         return self._handle(key, original_size, emb, False)
+
+    def _key_extra(self) -> str:
+        """The embedding's provenance for the cache key: the checkpoint, and the encoder file
+        (its verified sha256) with the precision it really runs at."""
+        enc = self.files.get("encoder")
+        ckpt = (self.manifest.checkpoint_sha256 or "onnx")[:16]
+        if enc is None:
+            return ckpt
+        return f"{ckpt}.{self.precisions['encoder']}-{enc.sha256[:16]}"
 
     def handle_from_embedding(
         self, embedding: np.ndarray, original_size: tuple[int, int], key: str = ""

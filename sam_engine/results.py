@@ -20,6 +20,9 @@ class EngineInfo:
     checkpoint: str | None = None  # file path, None for engines without weights
     checkpoint_sha256: str | None = None
     note: str = ""  # e.g. "no SAM checkpoint installed; using the classical default engine"
+    # True: checkpoint_sha256 (always computed) matched the manifest / expected hash; False:
+    # it did not or there was none (unverified); None: not checked (no weights, or unknown)
+    checkpoint_verified: bool | None = None
 
     def describe(self) -> str:
         ckpt = f", checkpoint {self.checkpoint}" if self.checkpoint else ""

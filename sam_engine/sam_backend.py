@@ -91,6 +91,8 @@ class SamEngine:
         _check_preprocessing(self.model)
         self.model_id = model_id
         self.weights_id = weights_fingerprint(self.model)
+        if checkpoint_sha256:  # the whole file's hash: any change gives other cache keys
+            self.weights_id = f"{self.weights_id}-{checkpoint_sha256[:16]}"
         self.model.prompt_encoder.to(self.device)
         self.model.mask_decoder.to(self.device)
         self.cache = cache if cache is not None else EmbeddingCache()

@@ -30,8 +30,8 @@ def known_inspection() -> Inspection:
                        feret_max_px=12.0, min_width_px=11.0, thickness_px=11.0,
                        perimeter_px=40.0, n_parts=1, mm_per_px=mm)  # 0.60 mm, area 0.30 mm²
     findings = [Finding("scratch", None, scratch, 0.93), Finding("pit", None, pit, 0.88)]
-    verdict = Verdict(FAIL, (Reason("max_length", "scratch", "scratch #0: length 3.5 mm > "
-                                    "allowed 3 mm", 3.5, 3.0, "mm", 0),))
+    verdict = Verdict(FAIL, (Reason("max_length", "scratch", "scratch #1: length 3.5 mm > "
+                                    "allowed 3 mm", 3.5, 3.0, "mm", 1),))
     return Inspection(
         image_path="part_x.png", image_sha256="ab" * 32, part_id="P-4711", serial="SN778899",
         lot="L2507-3", station="ST-4", operator="J. Müller",

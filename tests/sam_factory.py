@@ -72,3 +72,24 @@ def save_state_dict(sam: torch.nn.Module, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(sam.state_dict(), path)
     return path
+
+
+def random_vit_t(seed: int = 0) -> Sam:
+    """MobileSAM's vit_t (TinyViT encoder, real decoder) with random weights, and random values
+    in what its initialisation leaves zero or identity (attention biases, BatchNorm statistics)
+    so that those code paths count. Needs the `mobile` extra (mobile_sam)."""
+    from mobile_sam import sam_model_registry
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam = sam_model_registry["vit_t"]()
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in sam.named_parameters():
+                if "attention_biases" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            for m in sam.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                    m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return sam.eval()

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from sam_engine import checkpoint, registry
+from sam_engine import checkpoint, file_hash, registry
 from sam_engine.checkpoint import guess_arch, load_sam, verify_checkpoint
 from sam_engine.errors import CheckpointError
 from sam_engine.registry import ModelSpec
@@ -56,6 +56,7 @@ def no_installed_models(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "REPO_CHECKPOINTS", tmp_path / "repo_ckpts")
     monkeypatch.setenv(registry.ENV_MODELS, str(tmp_path / "models"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("SAM_INSPECT_CACHE", str(tmp_path / "cache"))  # the sha256 records
 
 
 def _tiny_builder():
@@ -130,8 +131,8 @@ def test_sha256_is_hashed_once_per_size_and_mtime(copy, spec, monkeypatch):
     path = copy()
     _age(path)
     calls = []
-    real = checkpoint._hash_file
-    monkeypatch.setattr(checkpoint, "_hash_file", lambda p, progress: calls.append(p) or real(
+    real = file_hash.hash_file
+    monkeypatch.setattr(file_hash, "hash_file", lambda p, progress=False: calls.append(p) or real(
         p, progress))
     verify_checkpoint(path, spec, full_hash=True)
     verify_checkpoint(path, spec, full_hash=True)

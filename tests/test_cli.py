@@ -83,3 +83,90 @@ def test_segment_bad_prompt_is_one_clear_line(tmp_path, capsys, args, words):
 def test_segment_missing_image_names_it(tmp_path, capsys):
     assert main(["segment", str(tmp_path / "nope.png"), "--box", "0,0,5,5"]) == 2
     assert "nope.png" in capsys.readouterr().err
+
+
+def _part(tmp_path, shape=(80, 100, 3)):
+    path = tmp_path / "part.png"
+    cv2.imwrite(str(path), np.zeros(shape, np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("how", ["file_in_the_way", "read_only_dir"])
+def test_segment_unwritable_out_fails_before_loading_the_engine(tmp_path, capsys, monkeypatch,
+                                                                 how):
+    import os
+
+    from app.commands import segment
+
+    if how == "file_in_the_way":
+        (tmp_path / "blocker").write_text("x")
+        out = tmp_path / "blocker" / "results"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root can write into a read-only folder")
+        out = tmp_path / "ro"
+        out.mkdir()
+        out.chmod(0o555)
+    loaded = []
+    monkeypatch.setattr(segment, "load_engine", lambda *a, **k: loaded.append(1) or 1 / 0)
+    assert main(["segment", str(_part(tmp_path)), "--box", "1,1,9,9", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sam-inspect: error:") and "Traceback" not in err
+    assert str(out) in err and "--out" in err and not loaded
+
+
+@pytest.mark.parametrize("form", [["--point", "-5,-5"], ["--point=-5,-5"],
+                                  ["--box", "-5,-5,10,10"], ["--point", "-5,5,1"]])
+def test_segment_negative_prompt_parses_and_is_reported_outside(tmp_path, capsys, form):
+    assert main(["segment", str(_part(tmp_path)), *form]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sam-inspect: error:") and "Traceback" not in err
+    assert "outside the 100x80 image" in err and "-5" in err
+
+
+def test_negative_values_are_glued_only_after_prompt_options():
+    from app.cli_args import glue_negative_values
+
+    argv = ["segment", "a.png", "--point", "-5,-5", "--box", "-1,-2,3,4", "--out", "-x",
+            "--point", "--multimask"]
+    assert glue_negative_values(argv) == ["segment", "a.png", "--point=-5,-5",
+                                          "--box=-1,-2,3,4", "--out", "-x", "--point",
+                                          "--multimask"]
+
+
+def test_segment_huge_image_is_refused_naming_the_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SAM_INSPECT_MAX_PIXELS", "5000")
+    path = _part(tmp_path)
+    assert main(["segment", str(path), "--box", "1,1,9,9", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "part.png" in err and "100x80" in err and "SAM_INSPECT_MAX_PIXELS" in err
+    assert not (tmp_path / "o" / "part_mask.png").exists()
+
+
+def test_a_command_imports_only_its_own_module(tmp_path):
+    """`sam-inspect segment` must not pay for export-onnx's torch import (seconds per call)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from app.cli import main; "
+            f"main(['segment', {str(tmp_path / 'nope.png')!r}, '--box', '0,0,5,5']); "
+            "print(sorted(m for m in ('torch', 'app.commands.export_onnx') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
+    assert "nope.png" in proc.stderr
+
+
+def test_help_still_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("segment", "batch", "export-onnx", "report"))
+
+
+def test_demo_unwritable_out_is_one_clear_line(tmp_path, capsys):
+    (tmp_path / "blocker").write_text("x")
+    out = tmp_path / "blocker" / "demo"
+    assert main(["demo", "--engine", "classic", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sam-inspect: error: --out") and str(out) in err

@@ -74,3 +74,100 @@ def test_stats(db, capsys):
 def test_missing_database(tmp_path):
     with pytest.raises(SamEngineError, match="no database"):
         run_db(["db", "--db", str(tmp_path / "none.db"), "stats"])
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """The whole command line: exit code, stdout, stderr."""
+    from app.cli import main
+
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _revision(path) -> str:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_stats_on_a_database_from_a_newer_version(db, capsys):
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.execute("UPDATE alembic_version SET version_num = '0099_future'")
+    con.commit()
+    con.close()
+    for action in (["stats"], ["export", "-o", str(db.parent / "x.csv")], ["upgrade"]):
+        rc, out, err = cli(["db", "--db", str(db), *action], capsys)
+        assert rc != 0
+        assert "newer sam-inspect" in err and "0099_future" in err and str(db) in err
+        assert "Traceback" not in err + out
+    assert not (db.parent / "x.csv").exists()
+
+
+def _damage(path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "not a database":
+        path.write_bytes(b"name,value\nnot,sqlite\n" * 300)
+    elif how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif how == "one page flipped":  # opens fine; reading every page finds it
+        data[2 * 4096] ^= 0x40
+        path.write_bytes(bytes(data))
+    elif how == "bit flipped":
+        page = 4096
+        for k in range(1, len(data) // page):  # one bit of every b-tree page's type byte
+            data[k * page] ^= 0x40
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["not a database", "truncated", "bit flipped",
+                                 "one page flipped"])
+def test_damaged_database_is_named_and_leaves_no_csv(db, capsys, how):
+    _damage(db, how)
+    out_csv = db.parent / "out.csv"
+    for action in (["stats"], ["export", "-o", str(out_csv)],
+                   ["export", "--format", "coco", "-o", str(db.parent / "c.json")]):
+        rc, out, err = cli(["db", "--db", str(db), *action], capsys)
+        assert rc != 0, (how, action, out)
+        assert str(db) in err and ("damaged" in err or "not a sam-inspect database" in err)
+        assert "Traceback" not in err + out
+    assert not out_csv.exists() and not (db.parent / "c.json").exists()
+
+
+def _old_database(path):
+    from alembic import command
+
+    from app.store.migrate import alembic_config
+
+    command.upgrade(alembic_config(url=f"sqlite:///{path}"), "0001")
+
+
+def test_read_only_commands_never_migrate_upgrade_says_what_it_did(tmp_path, capsys):
+    from app.store.migrate import head_revision
+
+    db = tmp_path / "old.db"
+    _old_database(db)
+    rc, out, err = cli(["db", "--db", str(db), "stats"], capsys)
+    assert rc != 0 and "older schema" in err and "upgrade" in err and str(db) in err
+    assert _revision(db) == "0001"  # untouched
+    rc, out, err = cli(["db", "--db", str(db), "upgrade"], capsys)
+    assert rc == 0
+    assert f"upgraded database {db} from schema revision 0001 to {head_revision()}" in out
+    assert _revision(db) == head_revision()
+    rc, out, err = cli(["db", "--db", str(db), "upgrade"], capsys)
+    assert rc == 0 and "already" in out
+    rc, out, err = cli(["db", "--db", str(db), "stats"], capsys)
+    assert rc == 0 and "0 inspections" in out
+
+
+def test_stats_does_not_write(db, capsys):
+    before = db.stat().st_mtime_ns, db.read_bytes()
+    rc, out, _ = cli(["db", "--db", str(db), "stats"], capsys)
+    assert rc == 0 and "3 inspections" in out
+    assert (db.stat().st_mtime_ns, db.read_bytes()) == before

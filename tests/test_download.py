@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import socket
 import threading
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from sam_engine import download as dl
+from sam_engine import file_hash
 from sam_engine.download import download, part_path
 from sam_engine.errors import DownloadError
 
@@ -94,16 +94,23 @@ def server():
     thread.join(timeout=5)
 
 
+@pytest.fixture(autouse=True)
+def hash_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAM_INSPECT_CACHE", str(tmp_path / "cache"))
+
+
 def test_full_download(server, tmp_path):
     dest = tmp_path / "sub" / "model.pth"
     assert download(server.url, dest, SIZE, SHA, progress=False) == dest
     assert dest.read_bytes() == PAYLOAD
     assert not part_path(dest).exists()
     assert server.httpd.ranges == [None] and server.httpd.sent == SIZE
-    st = dest.stat()  # recorded: once the file is not brand new, verifying needs no re-hash
-    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns - 60_000_000_000))
-    remembered = json.loads(dest.with_name(dest.name + ".sha256.json").read_text())
+    # recorded in the hash cache (not beside the file): verifying it later needs no re-hash
+    records = json.loads(file_hash.hash_cache_path().read_text())
+    remembered = records[str(dest.resolve())]
     assert remembered["sha256"] == SHA and remembered["size"] == SIZE
+    assert remembered["mtime_ns"] == dest.stat().st_mtime_ns
+    assert not dest.with_name(dest.name + ".sha256.json").exists()
 
 
 def test_resume_sends_only_the_rest(server, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -220,20 +222,66 @@ def test_no_space_on_write_keeps_value_in_memory(tmp_path, caplog, monkeypatch):
     assert not list(tmp_path.iterdir())  # temp files removed
 
 
-@pytest.mark.skipif(os.name == "nt" or (hasattr(os, "geteuid") and os.geteuid() == 0),
-                    reason="permissions are not enforced for root / on Windows")
-def test_read_only_dir_keeps_value_in_memory(tmp_path, caplog):
-    ro = tmp_path / "ro"
+def _as_unprivileged_user(check) -> None:
+    """Run check() in a forked child that has dropped root to the user nobody (root ignores
+    permission bits); the child's failure fails the test with its message. Python's own files
+    may be out of that user's reach: a first put into a writable folder does the lazy imports."""
+    with tempfile.TemporaryDirectory() as warm:
+        EmbeddingCache(disk_dir=warm).put("warm-up", _value())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        os.close(r)
+        code, msg = 0, b""
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            check()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            code, msg = 1, repr(exc).encode()
+        os.write(w, msg)
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        msg = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, msg
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_read_only_dir_keeps_value_in_memory():
+    """Runs as root too (CI): then in a child process that has dropped its privileges."""
+    base = Path(tempfile.mkdtemp(prefix="sam-ro-"))  # /tmp: reachable by an unprivileged user
+    ro = base / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        cache = EmbeddingCache(disk_dir=ro)
-        with caplog.at_level(logging.WARNING, logger="sam_engine.embedding_cache"):
+    ro.chmod(0o555)
+    base.chmod(0o755)
+
+    def check():
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logger = logging.getLogger("sam_engine.embedding_cache")
+        logger.addHandler(handler)
+        try:
+            cache = EmbeddingCache(disk_dir=ro)
             cache.put("k", _value())
-        assert "writable" in caplog.text and cache.stats.disk_errors == 1
-        assert cache.get("k") is not None
+        finally:
+            logger.removeHandler(handler)
+        text = " ".join(r.getMessage() for r in records)
+        assert "writable" in text and str(ro) in text, text
+        assert cache.stats.disk_errors == 1
+        assert _same(cache.get("k"), _value())
+        assert not list(ro.iterdir())
+
+    try:
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            _as_unprivileged_user(check)
+        else:
+            check()
     finally:
-        ro.chmod(0o700)
+        ro.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_unwritable_disk_dir_path_keeps_value_in_memory(tmp_path, caplog):

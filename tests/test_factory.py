@@ -1,5 +1,7 @@
 """Engine choice: SAM when a checkpoint is installed, else the default engine, said plainly."""
 
+import hashlib
+
 import pytest
 import torch
 from segment_anything import sam_model_registry
@@ -56,9 +58,14 @@ def test_wrong_file_is_a_checkpoint_error_naming_it(models_dir):
 def test_installed_vit_b_is_found_and_used(models_dir):
     """A random-weight vit_b saved under the official file name is picked up by auto."""
     torch.manual_seed(0)
-    torch.save(sam_model_registry["vit_b"]().state_dict(), models_dir / "sam_vit_b_01ec64.pth")
-    eng = load_engine("auto", device="cpu")
+    path = models_dir / "sam_vit_b_01ec64.pth"
+    torch.save(sam_model_registry["vit_b"]().state_dict(), path)
+    with pytest.raises(CheckpointError, match="allow-unverified-checkpoint"):
+        load_engine("auto", device="cpu")  # official name, other bytes: not the official vit_b
+    eng = load_engine("auto", device="cpu", allow_unverified=True)
     assert eng.info.name == "sam" and eng.info.model_id == "vit_b"
+    assert eng.info.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert eng.info.checkpoint_verified is False and "unverified" in eng.info.note
     assert eng.info.checkpoint.endswith("sam_vit_b_01ec64.pth")
     assert eng.cache.disk_dir == models_dir.parent / "cache"  # $SAM_INSPECT_CACHE
     # (the vit_b encoder takes seconds on a CPU: decode from a given embedding instead)

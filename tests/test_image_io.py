@@ -268,3 +268,68 @@ def test_real_defect_images_load_when_present():
     for p in files:
         rgb = load_image(p)
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+
+
+# ------------------------------------------------------------------ pixel limit
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG whose IHDR claims w x h pixels, with one tiny (invalid) IDAT and an IEND: the size
+    check must refuse it from the header, before any decode is tried."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif", ".bmp"])
+def test_header_dimensions_match_the_decoded_size(tmp_path, suffix):
+    from sam_engine.image_io import header_size
+
+    path = tmp_path / f"p{suffix}"
+    assert cv2.imwrite(str(path), np.zeros((37, 53, 3), np.uint8))
+    assert header_size(path.read_bytes()) == (53, 37)
+
+
+def test_header_dimensions_of_a_16_bit_grayscale_tiff(tmp_path):
+    from sam_engine.image_io import header_size
+
+    path = tmp_path / "p16.tif"
+    assert cv2.imwrite(str(path), np.zeros((70, 90), np.uint16))
+    assert header_size(path.read_bytes()) == (90, 70)
+
+
+def test_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header_only(20000, 20000))
+    with pytest.raises(ImageError, match=r"huge\.png.*20000x20000.*400\.0 MP.*100 MP"):
+        load_image(path)
+
+
+def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    path = tmp_path / "small.jpg"
+    cv2.imwrite(str(path), np.zeros((40, 50, 3), np.uint8))
+    assert load_image(path).shape == (40, 50, 3)
+    with pytest.raises(ImageError, match="SAM_INSPECT_MAX_PIXELS"):
+        load_image(path, max_pixels=1000)
+    monkeypatch.setenv("SAM_INSPECT_MAX_PIXELS", "1000")
+    with pytest.raises(ImageError, match=r"small\.jpg"):
+        load_image(path)
+    monkeypatch.setenv("SAM_INSPECT_MAX_PIXELS", "lots")
+    with pytest.raises(ImageError, match="SAM_INSPECT_MAX_PIXELS"):
+        load_image(path)
+
+
+def test_header_dimensions_of_damaged_or_unknown_headers_are_unknown():
+    from sam_engine.image_io import header_size
+
+    assert header_size(b"\x89PNG\r\n\x1a\n") is None  # cut before IHDR
+    assert header_size(b"\xff\xd8\xff\xe0\x00\x10JFIF") is None  # no frame header yet
+    assert header_size(b"II*\x00\xff\xff\xff\xff") is None  # IFD offset past the end
+    assert header_size(b"GIF89a") is None
+    # an OS/2 bitmap keeps 16-bit sizes in a 12-byte header
+    os2 = b"BM" + b"\0" * 12 + struct.pack("<IHHHH", 12, 70, 50, 1, 24)
+    assert header_size(os2) == (70, 50)

@@ -106,7 +106,7 @@ def test_stored_beside_a_disk_cache_and_loaded_without_export(tmp_path, monkeypa
     sam = tiny_sam(seed=2)
     first = SamEngine(sam, "tiny", device="cpu", cache=EmbeddingCache(disk_dir=tmp_path / "emb"))
     first.set_image(IMAGE)
-    (stored,) = (tmp_path / "emb" / "onnx-click").iterdir()
+    (stored,) = (tmp_path / "emb" / "onnx-click").glob("*.onnx")
     assert stored.name == f"decoder_click-{onnx_click.decoder_fingerprint(sam)}.onnx"
 
     def no_export(_sam):

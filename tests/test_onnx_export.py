@@ -143,7 +143,7 @@ def test_verification_failure_is_reported(result, monkeypatch):
 
 def _args(tmp_path, **kw):
     base = dict(model="tiny", checkpoint=None, out=tmp_path / "models", encoder=False,
-                quantize=False, opset=17)
+                quantize=False, opset=17, format=None)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -154,12 +154,13 @@ def test_command_exports_and_prints_the_checks(result, tmp_path, monkeypatch, ca
         calls.append((model_id, out, checkpoint_sha256, options))
         return result  # the session's real export (tests/onnx_models.py)
 
-    monkeypatch.setattr(cmd, "load_model", lambda model, ckpt: ("SAM", "ab" * 32))
+    monkeypatch.setattr(cmd, "load_model", lambda model, ckpt, **_: ("SAM", "ab" * 32))
     monkeypatch.setattr(cmd, "export_onnx", export)
     assert cmd.run(_args(tmp_path, encoder=True, quantize=True, opset=18)) == 0
     (model_id, out, sha, opts), = calls
     assert (model_id, out, sha) == ("tiny", tmp_path / "models", "ab" * 32)
     assert (opts.encoder, opts.quantize, opts.opset) == (True, True, 18)
+    assert opts.formats == ("sam-inspect",)
     printed = capsys.readouterr().out
     assert "decoder_fast.onnx" in printed and "encoder.int8.onnx" in printed
     assert "NO" not in printed and f"wrote {len(result.manifest.files)} models" in printed
@@ -178,7 +179,7 @@ def test_command_fails_when_verification_fails(result, tmp_path, monkeypatch, ca
     def failing_export(*args, **kwargs):
         raise onnx_export.ExportError("ONNX export does not reproduce PyTorch: decoder_meta.onnx")
 
-    monkeypatch.setattr(cmd, "load_model", lambda model, ckpt: (None, None))
+    monkeypatch.setattr(cmd, "load_model", lambda model, ckpt, **_: (None, None))
     monkeypatch.setattr(cmd, "export_onnx", failing_export)
     assert cmd.run(_args(tmp_path)) == 1
     captured = capsys.readouterr()
@@ -194,3 +195,21 @@ def test_command_parser_accepts_the_documented_options():
     assert (args.model, str(args.checkpoint), str(args.out)) == ("vit_b", "c.pth", "d")
     assert args.encoder and args.quantize and args.opset == 18 and args.func is cmd.run
     assert parser.parse_args(["export-onnx", "--model", "m", "--out", "d"]).opset == 17
+    args = parser.parse_args(["export-onnx", "--model", "m", "--out", "d", "--format",
+                              "samexporter", "--format", "x-anylabeling"])
+    assert args.format == ["samexporter", "x-anylabeling"]
+
+
+def test_command_passes_the_formats_and_names_the_x_anylabeling_config(
+        result, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def export(sam, model_id, out, *, checkpoint_sha256, options):
+        calls.append(options)
+        return result
+
+    monkeypatch.setattr(cmd, "load_model", lambda model, ckpt, **_: ("SAM", None))
+    monkeypatch.setattr(cmd, "export_onnx", export)
+    assert cmd.run(_args(tmp_path, format=["x-anylabeling", "samexporter", "x-anylabeling"])) == 0
+    assert calls[0].formats == ("x-anylabeling", "samexporter")
+    assert onnx_export.X_ANYLABELING_CONFIG in capsys.readouterr().out

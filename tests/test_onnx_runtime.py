@@ -201,7 +201,7 @@ def test_corrupt_or_truncated_onnx(models, tmp_path):
     f = d / "image_terms.onnx"
     size = f.stat().st_size
     f.write_bytes(b"\x00garbage" * (size // 8) + b"\x00" * (size % 8))
-    with pytest.raises(CheckpointError, match="not a loadable ONNX model"):
+    with pytest.raises(CheckpointError, match="sha256"):  # checked before onnxruntime reads it
         OnnxEngine(d)
     f.write_bytes(b"short")
     with pytest.raises(CheckpointError, match="truncated"):
@@ -230,7 +230,7 @@ def test_runtime_imports_and_runs_without_torch(models):
         from tests.line_case import write_line_case
         img, recipe = write_line_case(Path({str(models)!r}))
         assert main([str(img), "--models", {str(models)!r}, "--recipe", str(recipe),
-                     "--out", {str(models / "line_out")!r}]) == 0
+                     "--out", {str(models / "line_out")!r}]) in (0, 1)  # PASS / FAIL
         loaded = [k for k, v in sys.modules.items() if v is not None
                   and k.split(".")[0] in ("torch", "segment_anything", "torchvision", "PIL")]
         print(m.best().shape, loaded)
@@ -257,7 +257,7 @@ def test_line_command_writes_mask_and_json(models, tmp_path, capsys):
     res = json.loads((tmp_path / "o" / "part_result.json").read_text())
     labels = cv2.imread(res["mask_png"], cv2.IMREAD_UNCHANGED)
     assert labels.shape == (120, 192) and res["verdict"] is None
-    assert [d["index"] for d in res["defects"]] == [1, 2, 3]
+    assert [d["number"] for d in res["defects"]] == [1, 2, 3]
     engine = OnnxEngine(models)
     h = engine.set_image(rgb)
     expected = engine.predict(h, Prompts.from_boxes([[10, 10, 100, 80]]),
@@ -282,9 +282,10 @@ def test_line_command_measures_and_judges_with_a_recipe(models, tmp_path):
     from tests.line_case import write_line_case
 
     img, recipe_path = write_line_case(tmp_path)
-    assert main([str(img), "--models", str(models), "--recipe", str(recipe_path), "--out",
-                 str(tmp_path / "o")]) == 0
+    code = main([str(img), "--models", str(models), "--recipe", str(recipe_path), "--out",
+                 str(tmp_path / "o")])
     res = json.loads((tmp_path / "o" / "part_result.json").read_text())
+    assert code == (1 if res["verdict"]["status"] == "FAIL" else 0)
     assert res["recipe"]["name"] == "line_test_part" and res["mm_per_px"] == 0.1
     assert [d["defect_class"] for d in res["defects"]] == ["scratch", "pit", "scratch"]
     assert res["prompts"][2]["boxes"] == [[0.6 * 192, 0.1 * 120, 0.95 * 192, 0.9 * 120]]
@@ -299,13 +300,14 @@ def test_line_command_measures_and_judges_with_a_recipe(models, tmp_path):
                           boxes=None if p["boxes"] is None else np.array(p["boxes"]))
         mask = engine.predict(h, prompts, multimask_output=p["boxes"] is None).best()
         assert d["area_px"] == int(mask.sum())
-        assert not ((labels == d["index"]) & ~mask).any()  # later masks may cover some pixels
+        assert not ((labels == d["number"]) & ~mask).any()  # later masks may cover some pixels
         if mask.any():
             m = measure(mask, Calibration(0.1))
             assert d["measurements"]["area_px"] == m.area_px
             assert d["measurements"]["mm_per_px"] == 0.1
-            findings.append(Finding(d["defect_class"], mask, m, d["score"]))
-    assert res["verdict"] == judge(findings, recipe).to_dict()
+            findings.append(Finding(d["defect_class"], mask, m, d["score"], number=d["number"]))
+    assert {k: v for k, v in res["verdict"].items() if k != "dropped"} == \
+        judge(findings, recipe).to_dict()
     assert res["verdict"]["status"] in ("PASS", "FAIL")
 
 

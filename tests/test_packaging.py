@@ -199,7 +199,9 @@ def test_self_test_in_a_fresh_interpreter_passes_without_torch(tmp_path):
     result = json.loads(out.read_text())
     assert result["ok"] and not result["torch_imported"]
     names = {c["name"]: c for c in result["checks"]}
-    assert {"engine", "measure+store", "qt", "heavy modules"} <= set(names)
+    assert {"engine", "recipe", "database", "qt", "heavy modules"} <= set(names)
+    assert "read back equal" in names["database"]["detail"]
+    assert "judged" in names["recipe"]["detail"]
     assert "classic" in names["engine"]["detail"] and "mean box IoU" in names["engine"]["detail"]
     log = tmp_path / "state" / "sam-inspect" / "logs" / "sam-inspect.log"
     assert log.is_file() and "starting" in log.read_text()
@@ -213,6 +215,44 @@ def test_self_test_reports_a_failing_check(tmp_path):
     assert proc.returncode == 1
     assert "[FAIL] engine: SamEngineError: no ONNX export found" in proc.stdout
     assert "self-test FAILED" in proc.stdout
+
+
+def test_self_test_database_check_writes_and_reads_back(monkeypatch):
+    from app import self_test
+    from app.store import InspectionStore
+
+    detail = self_test.database_check()
+    assert "1 inspection with 1 defect written and read back equal" in detail
+    # a store that loses the defect's mask on the way is caught
+    real = InspectionStore.get_inspection
+
+    def lossy(self, inspection_id):
+        ins = real(self, inspection_id)
+        ins.findings[0].mask[:] = False
+        return ins
+
+    monkeypatch.setattr(InspectionStore, "get_inspection", lossy)
+    with pytest.raises(AssertionError, match="mask"):
+        self_test.database_check()
+
+
+def test_self_test_recipe_check_uses_the_built_in_recipe_without_samples(tmp_path):
+    from app import self_test
+
+    detail = self_test.recipe_check(tmp_path / "no_samples" / "demo_part.toml")
+    assert "built-in recipe 'self_test' parsed" in detail
+    assert "judged: small scratch PASS, large scratch FAIL (max_area)" in detail
+    with_samples = self_test.recipe_check(self_test.RECIPE)
+    assert "'demo_part'" in with_samples and "judged:" in with_samples
+
+
+def test_self_test_recipe_check_fails_when_judging_is_wrong(monkeypatch):
+    from app import self_test, verdict
+    from app.findings import PASS, Verdict
+
+    monkeypatch.setattr(verdict, "judge", lambda findings, recipe: Verdict(PASS))
+    with pytest.raises(AssertionError, match="large scratch"):
+        self_test.recipe_check(self_test.RECIPE)
 
 
 # ------------------------------------------------------------------ desktop entry, icon

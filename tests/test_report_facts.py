@@ -155,3 +155,20 @@ def test_seed_pairs_written_by_people_are_slotted(tmp_path):
     assert "{d1.length}" in seeds[0]["report"]
     pairs, _ = build_pairs(5, ("en",), seeds=seeds, seed=1)
     assert pairs[0]["report"] == seeds[0]["report"] and len(pairs) == 5
+
+
+def test_report_keeps_the_stable_defect_numbers_after_a_delete():
+    # scratch #1 was deleted: the pit stays #2, in the defect list and in the reasons
+    from app.findings import FAIL, Reason, Verdict
+
+    insp = known_inspection()
+    pit = insp.findings[1]
+    pit.number = 2
+    insp.findings = [pit]
+    insp.verdict = Verdict(FAIL, (Reason("max_length", "pit", "pit #2: length 0.6 mm > allowed "
+                                         "0.5 mm", 0.6, 0.5, "mm", 2),))
+    f = facts_from_inspection(insp)
+    assert [d.index for d in f.defects] == [2] and f.reasons[0].defect == 2
+    text = template_text(f)
+    assert "Pit #2" in text and "#1" not in text
+    assert check_text(text, f).passed

@@ -59,9 +59,9 @@ def test_length_and_width_fail_with_measured_vs_allowed():
     assert rules["max_length"].measured == pytest.approx(5.1, abs=0.1)
     assert rules["max_length"].allowed == 3.0 and rules["max_length"].unit == "mm"
     assert rules["max_width"].measured == pytest.approx(1.0, abs=0.1)
-    assert rules["max_length"].finding_index == 0
+    assert rules["max_length"].defect_number == 1  # defect numbers are 1-based
     assert (
-        "scratch #0" in rules["max_length"].message and "> allowed 3" in rules["max_length"].message
+        "scratch #1" in rules["max_length"].message and "> allowed 3" in rules["max_length"].message
     )
 
 
@@ -77,7 +77,7 @@ def test_area_count_zone_and_score():
     rules = [r.rule for r in v.reasons]
     assert rules.count("max_count") == 1 and rules.count("forbidden_zone") == 1
     zone = next(r for r in v.reasons if r.rule == "forbidden_zone")
-    assert zone.finding_index == 0 and zone.measured == 20 and zone.allowed == 0
+    assert zone.defect_number == 1 and zone.measured == 20 and zone.allowed == 0
     count = next(r for r in v.reasons if r.rule == "max_count")
     assert (count.measured, count.allowed) == (3, 2)
 
@@ -110,6 +110,8 @@ def test_inspection_round_trips_through_json():
     assert back.time == insp.time
     assert (back.findings[0].mask == f.mask).all()
     assert back.findings[0].measurements == f.measurements
+    f.number = 7
+    assert Finding.from_dict(json.loads(json.dumps(f.to_dict()))).number == 7
 
 
 def test_prompts_to_dict():
@@ -118,3 +120,46 @@ def test_prompts_to_dict():
 
     d = prompts_to_dict(Prompts.from_points([[3, 4]], [1]))
     assert d == {"points": [[3.0, 4.0]], "labels": [1], "boxes": None}
+
+
+def test_reasons_name_the_stable_defect_number_not_the_list_index():
+    # defects 1 and 2 of this image were deleted: #3 is still #3
+    f = finding("scratch", 40, 50, 10, 60)
+    f.number = 3
+    v = judge([f], RECIPE)
+    assert {r.defect_number for r in v.reasons} == {3}
+    assert all("scratch #3:" in r.message for r in v.reasons)
+
+
+def test_defect_numbers_fill_gaps_after_the_largest_and_refuse_duplicates():
+    from app.findings import defect_numbers, number_findings
+
+    fs = [Finding("pit"), Finding("pit", number=4), Finding("pit")]
+    assert defect_numbers(fs) == [5, 4, 6]
+    assert [f.number for f in fs] == [None, 4, None]  # defect_numbers does not change them
+    assert [f.number for f in number_findings(fs)] == [5, 4, 6]
+    with pytest.raises(ValueError, match="more than one"):
+        defect_numbers([Finding("pit", number=2), Finding("pit", number=2)])
+
+
+def test_findings_below_min_score_are_listed_as_dropped():
+    from app.verdict import dropped_findings
+
+    low = finding("pit", 60, 80, 60, 80, score=0.2)
+    ok = finding("pit", 50, 52, 50, 52)
+    dropped = dropped_findings([ok, low], RECIPE)
+    assert [(d.defect_number, d.defect_class, d.score, d.min_score) for d in dropped] == [
+        (2, "pit", 0.2, 0.5)]
+    assert dropped[0].to_dict()["defect_number"] == 2
+
+
+def test_reason_reads_the_legacy_zero_based_finding_index():
+    from app.findings import Reason
+
+    old = {"rule": "max_area", "defect_class": "pit", "message": "m", "measured": 1.0,
+           "allowed": 0.5, "unit": "mm²", "finding_index": 0}
+    assert Reason.from_dict(old).defect_number == 1
+    r = Reason("max_area", "pit", "m", 1.0, 0.5, "mm²", 2)
+    assert Reason.from_dict(r.to_dict()) == r and r.to_dict()["defect_number"] == 2
+    count = {"rule": "max_count", "defect_class": "pit", "message": "m", "finding_index": None}
+    assert Reason.from_dict(count).defect_number is None

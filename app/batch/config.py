@@ -28,12 +28,15 @@ class BatchConfig:
     engine: str = "auto"
     model: str | None = None
     checkpoint: str | None = None
+    checkpoint_sha256: str | None = None  # expected sha256 of a custom checkpoint
+    allow_unverified: bool = False  # use a checkpoint whose sha256 differs (recorded unverified)
     device: str | None = None
     precision: str = "auto"
     mm_per_px: float | None = None  # overrides the recipe's calibration
     force: bool = False
     quiet: bool = False
     overlays: bool = False
+    coco_polygons: bool = False  # coco.json with polygon masks instead of RLE (Label Studio)
     report: str | None = None  # "md", "html" or "pdf": a written report per image in OUT/reports
     db: str | None = None  # store URL or file; None: OUT/inspections.db
     no_store: bool = False

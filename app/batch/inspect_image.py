@@ -20,13 +20,13 @@ from app.batch.discovery import ImageFile
 from app.batch.prompt_sources import PromptSource
 from app.fiducial import image_calibration, locate_fiducial, needs_fiducial
 from app.findings import Finding, Inspection, prompts_to_dict
-from app.measure import measure
+from app.measure import CalibrationError, measure
 from app.recipe import PromptSpec, Recipe
 from app.verdict import judge
 from sam_engine.auto_masks import AutoMaskGenerator, AutoMaskSettings
-from sam_engine.errors import SamEngineError
+from sam_engine.errors import PromptError, SamEngineError
 from sam_engine.image_io import image_digest, load_image
-from sam_engine.prompts import Prompts
+from sam_engine.prompts import Prompts, validate_prompts
 from sam_engine.results import EngineInfo, ImageHandle
 
 log = logging.getLogger(__name__)
@@ -115,10 +115,29 @@ class ImageRecord:
                    d.get("seconds", {}))
 
 
+def _check_calibration(cal, rgb: np.ndarray, task: Task, job: Job) -> None:
+    """Refuse an implausible scale (measure.Calibration.check_image) before anything is
+    measured or judged: also an image without findings must not pass with it. The message
+    names where the scale came from (--mm-per-px, the recipe file, or the recipe's fiducial)."""
+    try:
+        cal.check_image(rgb.shape[:2])
+    except CalibrationError as exc:
+        if job.mm_per_px is not None:
+            origin = "--mm-per-px"
+        elif job.recipe.fiducial_diameter_mm is not None:
+            origin = f"the fiducial of {job.recipe.path}"
+        else:
+            origin = f"{job.recipe.path} [calibration] mm_per_px"
+        raise InspectError(f"{task.image.path}: {exc} (scale from {origin})") from None
+
+
 def load(task: Task, job: Job, prepare=None) -> Loaded:
     """Decode the image and read its prompts (CPU only, thread-safe)."""
     t0 = time.perf_counter()
     rgb = load_image(task.image.path)
+    if job.mm_per_px is not None or (job.recipe is not None
+                                     and job.recipe.fiducial_diameter_mm is None):
+        _check_calibration(image_calibration(job.recipe, job.mm_per_px, None), rgb, task, job)
     specs = job.source.load(task.image)
     ref = job.source.locate(task.image)
     prepared = prepare(rgb) if prepare is not None else None
@@ -134,6 +153,44 @@ def encode(engine, loaded: Loaded) -> ImageHandle:
     return engine.set_image(loaded.rgb)
 
 
+def _given(spec: PromptSpec) -> str:
+    if spec.box is not None:
+        return "box [" + ", ".join(f"{v:g}" for v in spec.box) + "]"
+    return "points " + ", ".join(f"[{x:g}, {y:g}]" for x, y in spec.points)
+
+
+def image_prompts(spec: PromptSpec, index: int, size: tuple[int, int],
+                  fiducial_xy: tuple[float, float] | None, where: str | None,
+                  image: object) -> Prompts:
+    """Prompt `index` of an image (size H, W) in pixels. A point or box outside the image is an
+    InspectError naming the prompt file (`where`) and the prompt as given, never moved onto the
+    border: a detector's off-image prompt means the file does not belong to this image.
+    Relative-frame boxes (YOLO) are clipped to the image, as rounding may put an edge a hair
+    outside, but one lying entirely outside is an error too."""
+    h, w = size
+    frame = "" if spec.frame == "pixels" else f" in the {spec.frame} frame"
+
+    def fail(reason: str) -> InspectError:
+        src = f"{where}: " if where else ""
+        return InspectError(f"{src}prompt {index + 1} ({spec.defect_class}, {_given(spec)}"
+                            f"{frame}) for {image}: {reason}; fix the prompt file")
+
+    relative = spec.frame == "relative"
+    p = spec.to_prompts(size, fiducial_xy) if relative else spec.to_prompts(None, fiducial_xy)
+    if spec.box is not None:
+        x0, y0, x1, y1 = (np.asarray(spec.box, dtype=np.float64) * [w, h, w, h] if relative
+                          else p.boxes[0])
+        if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            raise fail(f"the box lies entirely outside the {w}x{h} image")
+    if relative:
+        return p  # clipped to the image
+    try:  # p is not clipped
+        validate_prompts(p, size)
+    except PromptError as exc:
+        raise fail(str(exc)) from None
+    return p
+
+
 def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
             generator: AutoMaskGenerator | None = None) -> Segmented:
     """Masks for the image's prompts (box-only prompts decoded as one batch) and, with auto
@@ -147,8 +204,12 @@ def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
             fid_mask, fid_xy = locate_fiducial(engine, handle, recipe)
         except SamEngineError as exc:
             raise InspectError(f"{loaded.task.image.path}: {exc}") from None
+    where = loaded.prompt_file or (recipe.path if recipe is not None and loaded.specs else None)
     try:
-        prompts = [s.to_prompts(size, fid_xy) for s in loaded.specs]
+        prompts = [image_prompts(s, i, size, fid_xy, where, loaded.task.image.path)
+                   for i, s in enumerate(loaded.specs)]
+    except InspectError:
+        raise
     except ValueError as exc:
         raise InspectError(f"{loaded.task.image.path}: {exc}") from None
     found: dict[int, Segment] = {}
@@ -184,6 +245,7 @@ def finish(seg: Segmented, job: Job, info: EngineInfo) -> ImageRecord:
         log.info("%s: %d prompt(s) gave an empty mask", loaded.task.image.path,
                  len(seg.segments) - len(kept))
     cal = image_calibration(job.recipe, job.mm_per_px, seg.fiducial_mask)
+    _check_calibration(cal, loaded.rgb, loaded.task, job)  # the fiducial's scale, too
     datum = job.recipe.datum if job.recipe is not None else None
     findings = [Finding(s.defect_class, s.mask, measure(s.mask, cal, datum=datum), s.score,
                         s.prompts, source=info.name) for s in kept]

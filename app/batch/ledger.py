@@ -6,8 +6,12 @@ half line at the end, which reading ignores. Keys are the image's content digest
 settings digest + its prompts' digest (config.image_key), so a changed image, recipe, model or
 prompt file is redone and an unchanged one is skipped.
 
-Before the store transaction a "storing" line is written: an image with "storing" but no "done"
-was perhaps stored before a kill, and the runner checks the store before storing it again.
+Before the store transaction a "storing" line is written (for the record of a run; a kill
+between it and "done" is one of the fault-injection steps). The store is the source of truth:
+the runner looks an image's key up in the store (it keeps the key in the inspection's audit
+row) before storing it and before skipping it, so a kill, a lost or damaged ledger, or `--force`
+under unchanged settings never stores an image twice, and an image whose inspection is missing
+from the store is inspected again.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.done: set[tuple[str, str]] = set()  # (key, rel)
-        self.storing: set[str] = set()
         self._lock = threading.Lock()
         if self.path.exists():
             self._read()
@@ -56,10 +59,12 @@ class Ledger:
                     continue
                 if event == "done":
                     self.done.add((key, e.get("rel", "")))
-                elif event == "storing":
-                    self.storing.add(key)
-        if bad:
-            log.info("%s: ignored %d incomplete line(s) (an interrupted run)", self.path, bad)
+        if bad > 1:
+            log.warning("%s: ignored %d unreadable lines; images without a readable 'done' line "
+                        "are inspected again (the store is checked, so none is stored twice)",
+                        self.path, bad)
+        elif bad:
+            log.info("%s: ignored 1 incomplete line (an interrupted run)", self.path)
 
     def is_done(self, key: str, rel: str) -> bool:
         return (key, rel) in self.done

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from app.batch import faults
 from app.batch.inspect_image import ImageRecord, Job, Loaded, Task, encode, finish, load, segment
 from sam_engine.auto_masks import AutoMaskGenerator
 
@@ -138,6 +139,7 @@ def run_local(engine, tasks: Iterable[Task], job: Job, on_record: OnRecord,
                 if isinstance(handle, BaseException):
                     done_q.put(("failed", task, handle))
                     continue
+                faults.reach("after_encode")
                 try:
                     done_q.put(("segmented", task, segment(engine, handle, loaded, job, generator)))
                 except Exception as exc:

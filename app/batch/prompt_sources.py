@@ -81,7 +81,8 @@ class FilePrompts:
 
     For image a/b.png it looks for a/b.json, a/b.txt, then b.json, b.txt in the folder; a COCO
     file (`folder` itself, or annotations.json / coco.json / instances.json in it) answers for
-    every image it lists. An image without a prompt file has no prompts (logged)."""
+    every image it lists. An image without a prompt file (or not listed in the COCO file) fails:
+    nobody looked at it, so it gets no verdict; an image listed with no annotations has none."""
 
     folder: Path
     coco: dict[str, list[PromptSpec]] | None = field(default=None, repr=False)
@@ -136,17 +137,26 @@ class FilePrompts:
         except OSError as exc:
             raise PromptFileError(f"{p}: cannot read prompt file: {exc}") from None
 
+    def unmatched(self, images: list[ImageFile]) -> list[str]:
+        """The COCO file's image names that match none of `images` (sorted; [] without COCO)."""
+        if self.coco is None:
+            return []
+        seen = {name for image in images for name in (image.rel, Path(image.rel).name)}
+        return sorted(n for n in self.coco if n not in seen)
+
     def load(self, image: ImageFile) -> list[PromptSpec]:
         if self.coco is not None:
             key = self._coco_key(image)
             if key is None:
-                log.warning("%s: not listed in %s: no prompts", image.path, self.coco_path)
-                return []
+                raise PromptFileError(f"{image.path}: not listed in {self.coco_path}: no prompts, "
+                                      "so not inspected; add it to the COCO file")
             return list(self.coco[key])
         p = self._file(image)
         if p is None:
-            log.warning("%s: no prompt file in %s: no prompts", image.path, self.folder)
-            return []
+            stem = Path(image.rel).with_suffix("")
+            raise PromptFileError(f"{image.path}: no prompt file ({stem}.json or {stem}.txt) in "
+                                  f"{self.folder}, so not inspected; add one (an empty list "
+                                  "for no defects)")
         if p.suffix == ".txt":
             return read_yolo_prompts(p, self.yolo_names)
         return read_json_prompts(p)

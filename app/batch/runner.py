@@ -1,14 +1,23 @@
 """run_batch: discover images, skip those already done, inspect the rest, write the reports.
 
+Before anything heavy (loading the engine) the output folder is checked writable and locked
+for the run (out_folder: a second run on it stops with a clear message); temporaries left by a
+killed run are removed.
+
 Order of writes per image (so a kill at any moment loses nothing reported done): mask PNG,
-overlay and record JSON (each atomic), then the inspection store transaction, then the ledger's
-"done" line (fsynced), then the progress bar counts it. The reports (coco.json, findings.csv,
-findings.jsonl, summary.json) are rebuilt from the records at the end of every run, including
-an interrupted one.
+overlay and record JSON (each atomic), then the ledger's "storing" line, then the inspection
+store transaction (its audit row holds the image's ledger key, so a rerun after a kill finds
+exactly this inspection, whatever the settings), then the ledger's "done" line (fsynced), then
+the progress bar counts it. The reports (coco.json, findings.csv, findings.jsonl, summary.json)
+are rebuilt from the records at the end of every run, including an interrupted one. A file
+that cannot be written (a full disk) fails its image, or is counted in the summary, and the run
+ends with the summary. Named fault points (app.batch.faults) let tests kill the run between
+any two of these steps.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -20,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import atomic_write
+from app.batch import faults
 from app.batch.config import BatchConfig, file_digest, image_key, settings_digest
 from app.batch.discovery import ImageFile, find_images
-from app.batch.inspect_image import ImageRecord, Job, Loaded, Task
+from app.batch.inspect_image import ImageRecord, InspectError, Job, Loaded, Task
 from app.batch.ledger import LEDGER_NAME, Ledger
 from app.batch.local_backend import PipelineStats, run_local
+from app.batch.out_folder import OutputFolderError, OutputLock, remove_stale_temporaries
 from app.batch.outputs import read_record, write_image_outputs, write_reports
 from app.batch.prompt_sources import AutoPrompts, FilePrompts, PromptSource, RecipePrompts
 from app.batch.summary import RunCounts, build_summary, format_table
@@ -46,8 +57,8 @@ class BatchResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when every image was inspected, 1 when any failed."""
-        return 1 if self.summary["images_failed"] else 0
+        """0 when every image was inspected and every report written, 1 when any failed."""
+        return 1 if self.summary["images_failed"] or self.summary["reports_failed"] else 0
 
 
 def _source(config: BatchConfig, recipe: Recipe | None) -> PromptSource:
@@ -85,29 +96,39 @@ def _default_factory(config: BatchConfig, engine) -> Callable[[], object]:
     if info.name == "sam":
         return functools.partial(load_engine, "sam", model=info.model_id,
                                  checkpoint=info.checkpoint, device=config.device,
-                                 precision=config.precision)
+                                 precision=config.precision,
+                                 checkpoint_sha256=config.checkpoint_sha256,
+                                 allow_unverified=config.allow_unverified)
     return functools.partial(load_engine, info.name)
 
 
-def _stored_before(store, record: ImageRecord) -> bool:
-    """Whether an interrupted run already stored this image's inspection."""
+STORE_KEY = "batch_key"  # the ledger key, in the audit row of a batch-stored inspection
+
+
+def _stored_before(store, image_path: str, key: str) -> bool:
+    """Whether the store holds this image's inspection under this ledger key (image, settings
+    and prompts digest): stored by an earlier or interrupted run. The store, not the ledger,
+    is the source of truth, so a lost or damaged ledger never stores an image twice."""
     from sqlalchemy import select
 
-    from app.store.models import InspectionRow
+    from app.store.models import AuditRow, InspectionRow
 
-    ins = record.inspection
-    q = select(InspectionRow.id).where(
-        InspectionRow.image_path == ins.image_path, InspectionRow.image_sha256 == ins.image_sha256,
-        InspectionRow.model_id == ins.model_id, InspectionRow.recipe_name == ins.recipe_name,
-        InspectionRow.recipe_version == ins.recipe_version).limit(1)
+    q = (select(AuditRow.after)
+         .join(InspectionRow, InspectionRow.id == AuditRow.inspection_id)
+         .where(InspectionRow.image_path == image_path, AuditRow.action == "add_inspection"))
     with store.engine.connect() as conn:
-        return conn.execute(q).first() is not None
+        return any(isinstance(after, dict) and after.get(STORE_KEY) == key
+                   for (after,) in conn.execute(q))
 
 
 def run_batch(config: BatchConfig, engine=None,
               engine_factory: Callable[[], object] | None = None) -> BatchResult:
     """Run a batch job (module doc). `engine` (local backend) or `engine_factory` (Ray) replace
     the engine that config.engine/model/checkpoint would load."""
+    try:
+        faults.arm_from_env()
+    except ValueError as exc:
+        raise BatchError(str(exc)) from None
     out = Path(config.out)
     recipe = load_recipe(config.recipe) if config.recipe is not None else None
     recipe_text = Path(config.recipe).read_text(encoding="utf-8") if recipe else None
@@ -117,7 +138,23 @@ def run_batch(config: BatchConfig, engine=None,
                              patterns=tuple(config.exclude))
     except FileNotFoundError as exc:
         raise BatchError(str(exc)) from None
-    out.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(out)
+    try:
+        lock.acquire()  # before the engine loads: a bad --out fails in a second, not after it
+    except OutputFolderError as exc:
+        raise BatchError(str(exc)) from None
+    try:
+        remove_stale_temporaries(out, lock.since)
+        faults.reach("after_lock")
+        return _run_locked(config, engine, engine_factory, out, recipe, recipe_text, source,
+                           images)
+    finally:
+        lock.release()
+
+
+def _run_locked(config: BatchConfig, engine, engine_factory, out: Path, recipe: Recipe | None,
+                recipe_text: str | None, source: PromptSource, images: list[ImageFile]
+                ) -> BatchResult:
     if config.ray is not None:
         if engine_factory is None:
             engine = engine or _load_engine(config)
@@ -140,11 +177,18 @@ def run_batch(config: BatchConfig, engine=None,
     if not config.quiet:
         print(f"engine: {engine.info.describe()}")
         print(f"{len(images)} images under {config.input}; results in {out.resolve()}")
+    if isinstance(source, FilePrompts):
+        counts.prompts_without_image = source.unmatched(images)
+        if counts.prompts_without_image:
+            names = counts.prompts_without_image
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            log.warning("%s names %d image(s) that are not among the inputs under %s: %s%s",
+                        source.coco_path, len(names), config.input, ", ".join(names[:5]), more)
     interrupted = False
     stats = PipelineStats()
     keys: dict[str, str] = {}
     try:
-        todo, keys = _plan(images, source, settings, ledger, config, counts, out)
+        todo, keys = _plan(images, source, settings, ledger, store, config, counts, out)
         stats = _run(config, engine, engine_factory, todo, job, ledger, store, counts, out)
     except KeyboardInterrupt:
         interrupted = True  # what finished is on disk; report it, then stop
@@ -157,23 +201,55 @@ def run_batch(config: BatchConfig, engine=None,
         rec = read_record(out, image.out_stem) if image.rel in keys else None
         if rec is not None and rec.key == keys[image.rel] and ledger.is_done(rec.key, rec.rel):
             records.append(rec)
-    write_reports(out, records, recipe.class_names if recipe else ())
+    try:
+        write_reports(out, records, recipe.class_names if recipe else (),
+                      polygons=config.coco_polygons)
+    except OSError as exc:
+        _report_failed(counts, out / "coco.json, findings.csv, findings.jsonl", exc)
     if config.report:
-        _write_inspection_reports(out, records, config, recipe)
+        _write_inspection_reports(out, records, config, recipe, counts)
+    faults.reach("after_reports")
     backend = "local" if config.ray is None else f"ray ({config.ray})"
     summary = build_summary(records, counts, stats, engine.info.describe(), backend,
                             f"{recipe.name} {recipe.version}" if recipe else None)
-    atomic_write.write_text(out / "summary.json", json.dumps(summary, indent=2))
+    try:
+        atomic_write.write_text(out / "summary.json", json.dumps(summary, indent=2))
+    except OSError as exc:
+        summary["reports_failed"] += 1
+        summary["failed_reports"].append(
+            {"path": str(out / "summary.json"), "error": _write_error(exc)})
     print(format_table(summary))
     if interrupted:
         raise KeyboardInterrupt
     return BatchResult(summary, records)
 
 
+def _ledger_write(mark: Callable[[str, str], None], record: ImageRecord) -> None:
+    try:
+        mark(record.key, record.rel)
+    except OSError as exc:
+        raise InspectError(f"ledger {LEDGER_NAME}: {_write_error(exc)}") from None
+
+
+def _write_error(exc: OSError) -> str:
+    """Why a file could not be written, in words (a full disk says what to do)."""
+    if exc.errno == errno.ENOSPC:
+        return ("not written: the disk is full; free space and rerun (finished images are "
+                "kept)")
+    return f"not written: {exc.strerror or exc}"
+
+
+def _report_failed(counts: RunCounts, path: Path | str, exc: BaseException) -> None:
+    msg = _write_error(exc) if isinstance(exc, OSError) else f"not written: {exc}"
+    log.error("%s: %s", path, msg)
+    counts.reports_failed.append({"path": str(path), "error": msg})
+
+
 def _write_inspection_reports(out: Path, records: list[ImageRecord], config: BatchConfig,
-                              recipe: Recipe | None) -> None:
+                              recipe: Recipe | None, counts: RunCounts) -> None:
     """One report per image in OUT/reports, redone only when its record is newer. A report that
-    cannot be written is logged with its path; the inspection results stay valid."""
+    cannot be written is counted in the summary (and the exit code) with its path and reason;
+    the inspection results stay valid and the other reports are still written."""
     from app.batch.outputs import record_path
     from app.report import write_report
 
@@ -185,20 +261,23 @@ def _write_inspection_reports(out: Path, records: list[ImageRecord], config: Bat
         try:
             write_report(rec.inspection, dest, recipe=recipe, image_root=str(config.input))
         except Exception as exc:  # a report is a view; never lose the batch over it
-            log.error("%s: report not written: %s", dest, exc)
+            _report_failed(counts, dest, exc)
 
 
 def _load_engine(config: BatchConfig):
     from sam_engine.factory import load_engine
 
     return load_engine(config.engine, model=config.model, checkpoint=config.checkpoint,
-                       device=config.device, precision=config.precision)
+                       device=config.device, precision=config.precision,
+                       checkpoint_sha256=config.checkpoint_sha256,
+                       allow_unverified=config.allow_unverified)
 
 
 def _plan(images: list[ImageFile], source: PromptSource, settings: str, ledger: Ledger,
-          config: BatchConfig, counts: RunCounts, out: Path
+          store, config: BatchConfig, counts: RunCounts, out: Path
           ) -> tuple[list[Task], dict[str, str]]:
-    """Key every image (file digest + settings + prompt digest) and keep those not yet done."""
+    """Key every image (file digest + settings + prompt digest) and keep those not yet done:
+    done in the ledger, its record on disk, and (with a store) its inspection in the store."""
 
     def key_of(image: ImageFile):
         try:
@@ -220,8 +299,11 @@ def _plan(images: list[ImageFile], source: PromptSource, settings: str, ledger: 
             if not config.force and ledger.is_done(key, image.rel):
                 rec = read_record(out, image.out_stem)
                 if rec is not None and rec.key == key:
-                    counts.skipped += 1
-                    continue
+                    if store is None or _stored_before(store, rec.inspection.image_path, key):
+                        counts.skipped += 1
+                        continue
+                    log.warning("%s: done in %s but its inspection is not in the store (%s); "
+                                "inspecting it again", image.path, LEDGER_NAME, store.name)
             todo.append(Task(image, key))
     if counts.skipped and not config.quiet:
         print(f"{counts.skipped} images already done (ledger); --force redoes them")
@@ -248,12 +330,20 @@ def _run(config: BatchConfig, engine, engine_factory, todo: list[Task], job: Job
         rgb = None
         if config.overlays:
             rgb = loaded.rgb if loaded is not None else load_image(record.inspection.image_path)
-        write_image_outputs(out, record, rgb)
+        try:
+            write_image_outputs(out, record, rgb)
+        except OSError as exc:
+            raise InspectError(f"results in {out}: {_write_error(exc)}") from None
+        faults.reach("after_outputs")
         if store is not None:
-            if not (record.key in ledger.storing and _stored_before(store, record)):
-                ledger.mark_storing(record.key, record.rel)
-                store.add_inspection(record.inspection, actor="sam-inspect batch")
-        ledger.mark_done(record.key, record.rel)
+            if not _stored_before(store, record.inspection.image_path, record.key):
+                _ledger_write(ledger.mark_storing, record)
+                faults.reach("after_storing")
+                store.add_inspection(record.inspection, actor="sam-inspect batch",
+                                     audit={STORE_KEY: record.key})
+                faults.reach("after_store_commit")
+        _ledger_write(ledger.mark_done, record)
+        faults.reach("after_done")
         with lock:
             counts.inspected += 1
             bar.update(1)

@@ -18,6 +18,8 @@ class RunCounts:
     skipped: int = 0  # done by an earlier run (ledger)
     failed: list[dict] = field(default_factory=list)  # {"path", "error"}
     no_prompt_file: int = 0
+    prompts_without_image: list[str] = field(default_factory=list)  # COCO entries, no input
+    reports_failed: list[dict] = field(default_factory=list)  # {"path", "error"}: not written
 
 
 def build_summary(records: list[ImageRecord], counts: RunCounts, stats: PipelineStats,
@@ -46,6 +48,9 @@ def build_summary(records: list[ImageRecord], counts: RunCounts, stats: Pipeline
         "images_failed": len(counts.failed), "images_reported": len(records),
         "images_without_prompt_file": counts.no_prompt_file,
         "failed": counts.failed,
+        "reports_failed": len(counts.reports_failed),
+        "failed_reports": counts.reports_failed,
+        "prompt_entries_without_image": counts.prompts_without_image,
         "verdicts": dict(sorted(verdicts.items())),
         "defects": sum(c["defects"] for c in classes.values()),
         "classes": classes,
@@ -81,4 +86,8 @@ def format_table(s: dict) -> str:
         lines.append(f"failed      {f['path']}: {f['error']}")
     if len(s["failed"]) > 10:
         lines.append(f"failed      ... and {len(s['failed']) - 10} more (summary.json)")
+    for f in s["failed_reports"][:10]:
+        lines.append(f"not written {f['path']}: {f['error']}")
+    if len(s["failed_reports"]) > 10:
+        lines.append(f"not written ... and {len(s['failed_reports']) - 10} more (summary.json)")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from app.batch import BatchConfig, run_batch
+from app.commands.models import add_checkpoint_check_args, checkpoint_check_options
 from sam_engine.auto_masks import AutoMaskSettings
 from sam_engine.factory import ENGINE_NAMES
 
@@ -16,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "batch", help="inspect every image under a folder (resumable; local or Ray)",
         description="Inspect every image under INPUT (recursive; jpg, png, bmp, tif/tiff incl. "
         "16-bit) and write masks, coco.json, findings.csv/.jsonl and summary.json to --out. "
-        "A rerun skips images already done; the exit code is 1 when any image failed.")
+        "A rerun skips images already done; the exit code is 1 when any image or report "
+        "failed, 2 when the job cannot start (e.g. --out not writable or in use by another "
+        "run).")
     p.add_argument("input", type=Path, help="image folder (searched recursively) or one image")
     p.add_argument("--out", type=Path, required=True, help="results folder")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
@@ -27,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      "tolerances")
     src.add_argument("--prompts", type=Path, metavar="DIR",
                      help="per-image prompt files: <stem>.json (ours), <stem>.txt (YOLO), or a "
-                     "COCO instances file (DIR itself or DIR/annotations.json)")
+                     "COCO instances file (DIR itself or DIR/annotations.json); an image "
+                     "without one fails (an empty list means: no defects)")
     src.add_argument("--auto", action="store_true", help="automatic mask generation (point "
                      "grid, score/stability filters, NMS, defect-size filters)")
     d = AutoMaskSettings()
@@ -43,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     eng.add_argument("--engine", choices=ENGINE_NAMES, default="auto")
     eng.add_argument("--model", help="SAM model id (vit_b, vit_h, ...)")
     eng.add_argument("--checkpoint", help="SAM checkpoint file")
+    add_checkpoint_check_args(eng)
     eng.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
     eng.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     eng.add_argument("--batch-size", type=int, help="images per encoder call (default: 4 on a "
@@ -53,9 +58,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar; warnings, errors "
                      "and the final summary only")
     run.add_argument("--overlays", action="store_true", help="also write overlay PNGs")
+    run.add_argument("--coco-polygons", action="store_true", help="coco.json with polygon "
+                     "masks instead of RLE (for tools that read only polygons, e.g. Label "
+                     "Studio; holes are filled)")
     run.add_argument("--report", choices=("md", "html", "pdf"), help="also write an inspection "
                      "report per image to OUT/reports (template wording; see `sam-inspect report`)")
-    run.add_argument("--mm-per-px", type=float, help="calibration (overrides the recipe's)")
+    run.add_argument("--mm-per-px", type=float, help="calibration (overrides the recipe's); "
+                     "refused when it makes an image less than 0.1 mm or more than 2 m across "
+                     "unless the recipe states [calibration] field_of_view_mm")
     run.add_argument("--db", help="inspection store: file or SQLAlchemy URL (default: "
                      "OUT/inspections.db)")
     run.add_argument("--no-store", action="store_true", help="do not write the inspection store")
@@ -82,9 +92,12 @@ def run_command(args: argparse.Namespace) -> int:
             max_area_fraction=args.max_area_fraction),
         auto_class=args.auto_class, engine=args.engine, model=args.model,
         checkpoint=args.checkpoint, device=args.device, precision=args.precision,
+        **checkpoint_check_options(args),
         mm_per_px=args.mm_per_px, force=args.force, quiet=args.quiet, overlays=args.overlays,
+        coco_polygons=args.coco_polygons,
         report=args.report,
         db=args.db, no_store=args.no_store, lot=args.lot, station=args.station,
         operator=args.operator, loaders=args.loaders, batch_size=args.batch_size, ray=args.ray,
         ray_actors=args.ray_actors)
     return run_batch(config).exit_code
+

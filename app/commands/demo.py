@@ -16,6 +16,7 @@ from app.batch.discovery import find_images
 from app.batch.inspect_image import ImageRecord, Job, Loaded, Task
 from app.batch.local_backend import run_local
 from app.batch.prompt_sources import FilePrompts
+from app.cli_args import check_writable_dir
 from app.overlay import draw_overlay, label_map
 from app.recipe import load_recipe
 from app.store import InspectionStore
@@ -41,15 +42,15 @@ def run(args: argparse.Namespace) -> int:
     """The samples through the batch pipeline (app.batch: pipelined load / encode / finish),
     with the demo's own outputs: IoU against the samples' ground truth, overlays, a fresh
     database each run."""
+    out: Path = args.out
+    check_writable_dir(out)  # unwritable --out and a bad recipe: said before the engine loads
+    recipe = load_recipe(args.recipe)
     engine = load_engine(args.engine, model=args.model, checkpoint=args.checkpoint)
     print(f"engine: {engine.info.describe()}")
     images = [f for f in find_images(args.samples) if "/" not in f.rel]  # not gt/
     if not images:
         print(f"no sample images in {args.samples}")
         return 1
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = load_recipe(args.recipe)
     db = out / "inspections.db"  # the demo's own results: each run starts a fresh database
     for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         f.unlink(missing_ok=True)

@@ -8,11 +8,10 @@ import logging
 from pathlib import Path
 
 from sam_engine.checkpoint import (
-    file_sha256,
+    check_checkpoint,
     guess_arch,
     load_sam,
     read_state_dict,
-    verify_checkpoint,
 )
 from sam_engine.download import download
 from sam_engine.errors import CheckpointError
@@ -47,6 +46,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     vf.add_argument("target", metavar="NAME|PATH", help="model id or checkpoint file")
     vf.add_argument("--load", action="store_true", help="also build the model and load it")
     vf.add_argument("--model", help="architecture to load PATH as (default: guessed)")
+    vf.add_argument("--sha256", metavar="HEX",
+                    help="expected sha256 of a custom checkpoint (default: PATH.sha256 if present)")
+
+
+def add_checkpoint_check_args(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint-sha256 and --allow-unverified-checkpoint, for commands taking --checkpoint;
+    pass checkpoint_check_options(args) on to sam_engine.factory.load_engine."""
+    parser.add_argument("--checkpoint-sha256", metavar="HEX",
+                        help="expected sha256 of a custom --checkpoint (default: PATH.sha256 "
+                             "if present; official files are checked against the manifest)")
+    parser.add_argument("--allow-unverified-checkpoint", action="store_true",
+                        help="use a checkpoint whose sha256 differs from the expected one; "
+                             "results record its real sha256 as unverified")
+
+
+def checkpoint_check_options(args: argparse.Namespace) -> dict[str, object]:
+    """load_engine keyword arguments from add_checkpoint_check_args' options."""
+    return {"checkpoint_sha256": getattr(args, "checkpoint_sha256", None),
+            "allow_unverified": bool(getattr(args, "allow_unverified_checkpoint", False))}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,8 +110,9 @@ def run_download(args: argparse.Namespace) -> int:
     spec = get_spec(args.name)
     existing = find_checkpoint(spec.id)
     if args.dir is None and existing is not None:
-        verify_checkpoint(existing, spec)
-        print(f"{spec.id} is already installed: {existing}")
+        check = check_checkpoint(existing, spec)
+        print(f"{spec.id} is already installed: {existing} (sha256 {check.sha256}"
+              f"{'' if check.verified else ', not in the manifest: unverified'})")
         return 0
     dest = (args.dir.expanduser() if args.dir else default_download_dir()) / spec.filename
     url = args.url or spec.url
@@ -130,19 +149,22 @@ def _resolve_target(target: str) -> tuple[ModelSpec | None, Path]:
 
 def run_verify(args: argparse.Namespace) -> int:
     spec, path = _resolve_target(args.target)
-    verify_checkpoint(path, spec, full_hash=True)
-    sha = file_sha256(path, progress=path.stat().st_size > 2**28)
-    if spec is None:
-        print(f"{path}: readable checkpoint, sha256 {sha} (not a known model file, "
-              "nothing to compare with)")
-    elif spec.sha256 is None:
-        print(f"{path}: {spec.id}, sha256 {sha} (the manifest has no sha256 to compare with)")
-    else:
+    check = check_checkpoint(path, spec, expected_sha256=getattr(args, "sha256", None))
+    sha = check.sha256
+    if check.verified and spec is not None and check.expected_sha256 == spec.sha256:
         print(f"OK {path}: {spec.id}, size and sha256 match the manifest ({sha})")
+    elif check.verified:
+        print(f"OK {path}: sha256 {sha} matches {check.source}")
+    elif spec is not None:
+        print(f"{path}: {spec.id}, sha256 {sha} (the manifest has no sha256 to compare with: "
+              "unverified)")
+    else:
+        print(f"{path}: readable checkpoint, sha256 {sha} (not a known model file and no "
+              f"expected sha256 (--sha256 or {path.name}.sha256): unverified)")
     if args.load:
         model_id = args.model or (spec.id if spec is not None else None)
         if model_id is None:
             model_id = guess_arch(read_state_dict(path)).arch or "vit_b"
-        load_sam(model_id, path)
+        load_sam(model_id, path, expected_sha256=getattr(args, "sha256", None))
         print(f"OK {path}: loads as {model_id}")
     return 0

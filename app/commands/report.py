@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -137,9 +138,16 @@ def _generate(a: argparse.Namespace) -> int:
             model_error = f"report model not available: {exc}"
             print(f"warning: {exc}\nwarning: falling back to the template report",
                   file=sys.stderr)
-    report = write_report(inspection, a.out, fmt=a.format, recipe=recipe, writer=writer,
-                          style=a.style, approver=a.approver,
-                          image_root=str(a.images or a.findings.parent), model_error=model_error)
+    try:
+        report = write_report(inspection, a.out, fmt=a.format, recipe=recipe, writer=writer,
+                              style=a.style, approver=a.approver,
+                              image_root=str(a.images or a.findings.parent),
+                              model_error=model_error)
+    except OSError as exc:  # a full disk, a read-only folder: say which file, no traceback
+        why = ("the disk is full; free space and run again" if exc.errno == errno.ENOSPC
+               else f"{exc.strerror or exc}; choose a writable --out")
+        print(f"sam-inspect: error: {a.out}: report not written: {why}", file=sys.stderr)
+        return 2
     nar = report.narrative
     print(f"report {report.facts.report_id}: {a.out} ({nar.status})")
     print(f"  {nar.note}")

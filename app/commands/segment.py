@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from app import atomic_write
-from app.cli_args import parse_numbers
+from app.cli_args import check_writable_dir, parse_numbers
 from app.overlay import draw_overlay, label_map
 from sam_engine.factory import ENGINE_NAMES, load_engine
 from sam_engine.image_io import load_image
-from sam_engine.prompts import Prompts
+from sam_engine.prompts import Prompts, validate_prompts
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +44,11 @@ def parse_prompts(boxes: list[str], points: list[str]) -> Prompts:
 
 def run(args: argparse.Namespace) -> int:
     prompts = parse_prompts(args.box, args.point)
+    out = args.out or args.image.parent
+    if args.out is not None or out.is_dir():  # no --out and no folder: load_image says why
+        check_writable_dir(out, "--out" if args.out else "the image's folder (no --out)")
     rgb = load_image(args.image)
+    validate_prompts(prompts, rgb.shape[:2])  # a bad prompt is reported before the engine loads
     engine = load_engine(args.engine, model=args.model, checkpoint=args.checkpoint)
     t0 = time.perf_counter()
     handle = engine.set_image(rgb)
@@ -54,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
     nb, nc = result.scores.shape
     masks = [result.mask(b, c) for b in range(nb) for c in range(nc)] if args.multimask \
         else [result.best(b) for b in range(nb)]
-    out = args.out or args.image.parent
     stem = args.image.stem
     atomic_write.write_png(out / f"{stem}_mask.png", label_map(masks, rgb.shape[:2]))
     boxes = list(prompts.boxes) if prompts.boxes is not None else None

@@ -151,7 +151,7 @@ def report_images(r: Report, max_side: int = 900) -> tuple[list[ReportImage], st
              for f in r.inspection.findings]
     boxes = [d.bbox for d in r.facts.defects]
     boxes = boxes if all(b is not None for b in boxes) else None
-    over = draw_overlay(rgb, masks, boxes)
+    over = draw_overlay(rgb, masks, boxes, numbers=[d.index for d in r.facts.defects])
     images = []
     scale = min(1.0, max_side / max(h, w))
     full = cv2.resize(over, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) \

@@ -6,7 +6,8 @@ findings; afterwards `check_text` extracts every claim left in the text (numbers
 units, defect classes, defect numbers `#k`, identifiers, dates, the verdict) and compares each
 with the findings. `FactCheck.accuracy` is the share of claims that match.
 
-Defects are numbered from 1 in reports (`#1` is Inspection.findings[0]).
+Defects carry their defect number (Finding.number, 1-based and stable: `#3` stays `#3` after
+#1 is deleted), the same as in the GUI, the CSV and COCO exports and the store.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePath
 
-from app.findings import FAIL, PASS, Inspection, Reason
+from app.findings import FAIL, PASS, Inspection, Reason, defect_numbers
 
 # How each defect class is named in report text (English and German, singular and plural).
 # A recipe class not listed here is matched by its own name.
@@ -235,7 +236,7 @@ def _limits(rule, idx: int) -> dict[str, Quantity]:
 
 
 def _reason(i: int, r: Reason) -> ReasonFacts:
-    defect = None if r.finding_index is None else r.finding_index + 1
+    defect = r.defect_number
     unit = "count" if r.unit == "count" else r.unit
     dec = 0 if unit in ("px", "count") else 2
 
@@ -253,7 +254,7 @@ def facts_from_inspection(
 ) -> ReportFacts:
     """The facts of one inspection; a recipe (app.recipe.Recipe) adds each class's limits."""
     defects = []
-    for i, f in enumerate(inspection.findings, start=1):
+    for i, f in zip(defect_numbers(inspection.findings), inspection.findings, strict=True):
         m = f.measurements
         rule = recipe.rule(f.defect_class) if recipe is not None else None
         if m is None:
@@ -443,6 +444,7 @@ def check_text(text: str, facts: ReportFacts) -> FactCheck:
     claims: list[Claim] = []
     verdict_ok = False
     present = {d.defect_class for d in facts.defects}
+    by_number = {d.index: d for d in facts.defects}
     all_q = facts.quantities()
     dates = {facts.inspected.strftime("%Y-%m-%d"), facts.issued.strftime("%Y-%m-%d")}
     for si, sentence in enumerate(split_sentences(text)):
@@ -466,7 +468,7 @@ def check_text(text: str, facts: ReportFacts) -> FactCheck:
         refs: set[int] = set()
         for m in reversed(list(re.finditer(r"(?:([^\W\d_]+)\s+)?#(\d+)(?:\s+([^\W\d_]+))?", s))):
             k = int(m.group(2))
-            ok = 1 <= k <= len(facts.defects)
+            ok = k in by_number
             claims.append(Claim("defect", f"#{k}", si, ok, "" if ok else "no such defect"))
             if ok:
                 refs.add(k)
@@ -474,7 +476,7 @@ def check_text(text: str, facts: ReportFacts) -> FactCheck:
                 word = m.group(g)
                 cls = word and _class_of(word, facts)
                 if cls:
-                    good = ok and facts.defects[k - 1].defect_class == cls
+                    good = ok and by_number[k].defect_class == cls
                     claims.append(Claim("class", f"{word} #{k}", si, good,
                                         "" if good else f"#{k} is not a {cls}"))
                     break

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class NewerSchemaError(Exception):
+    """The database's schema revision is not one of ours: a newer sam-inspect made it."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(f"unknown schema revision {revision}")
+        self.revision = revision
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """What upgrade() did: `before` None for a new database."""
+
+    before: str | None
+    after: str
 
 
 @contextmanager
@@ -54,6 +71,13 @@ def head_revision() -> str:
         return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def known_revisions() -> set[str]:
+    with _quiet_alembic():
+        from alembic.script import ScriptDirectory
+
+        return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
 def current_revision(connection: Connection) -> str | None:
     with _quiet_alembic():
         from alembic.runtime.migration import MigrationContext
@@ -61,14 +85,23 @@ def current_revision(connection: Connection) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(connection: Connection) -> None:
-    """Bring the schema to head inside the caller's transaction (no-op when already there)."""
+def check_known(revision: str | None) -> None:
+    """Raise NewerSchemaError for a revision these migrations do not know."""
+    if revision is not None and revision not in known_revisions():
+        raise NewerSchemaError(revision)
+
+
+def upgrade(connection: Connection) -> SchemaChange | None:
+    """Bring the schema to head inside the caller's transaction; what changed, or None when it
+    was already there. NewerSchemaError for a database made by a newer version."""
     current, head = current_revision(connection), head_revision()
     if current == head:
-        return
+        return None
+    check_known(current)
     with _quiet_alembic():
         from alembic import command
 
         command.upgrade(alembic_config(connection=connection), "head")
     url = connection.engine.url.render_as_string(hide_password=True)
     log.info("database %s: schema %s -> %s", url, current or "(new)", head)
+    return SchemaChange(current, head)
