@@ -17,6 +17,7 @@ from app.batch.inspect_image import ImageRecord, Job, Loaded, Task
 from app.batch.local_backend import run_local
 from app.batch.prompt_sources import FilePrompts
 from app.cli_args import check_writable_dir
+from app.commands.models import add_checkpoint_check_args, checkpoint_check_options
 from app.overlay import draw_overlay, label_map
 from app.recipe import load_recipe
 from app.store import InspectionStore
@@ -35,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=ENGINE_NAMES, default="auto")
     p.add_argument("--model", help="SAM model id (vit_b, vit_h, ...)")
     p.add_argument("--checkpoint", help="SAM checkpoint file")
+    add_checkpoint_check_args(p)
     p.set_defaults(func=run)
 
 
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     check_writable_dir(out)  # unwritable --out and a bad recipe: said before the engine loads
     recipe = load_recipe(args.recipe)
-    engine = load_engine(args.engine, model=args.model, checkpoint=args.checkpoint)
+    engine = load_engine(args.engine, model=args.model, checkpoint=args.checkpoint,
+                         **checkpoint_check_options(args))
     print(f"engine: {engine.info.describe()}")
     images = [f for f in find_images(args.samples) if "/" not in f.rel]  # not gt/
     if not images:

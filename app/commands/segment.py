@@ -11,6 +11,7 @@ import numpy as np
 
 from app import atomic_write
 from app.cli_args import check_writable_dir, parse_numbers
+from app.commands.models import add_checkpoint_check_args, checkpoint_check_options
 from app.overlay import draw_overlay, label_map
 from sam_engine.factory import ENGINE_NAMES, load_engine
 from sam_engine.image_io import load_image
@@ -29,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=ENGINE_NAMES, default="auto")
     p.add_argument("--model", help="SAM model id (vit_b, vit_h, ...)")
     p.add_argument("--checkpoint", help="SAM checkpoint file")
+    add_checkpoint_check_args(p)
     p.set_defaults(func=run)
 
 
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         check_writable_dir(out, "--out" if args.out else "the image's folder (no --out)")
     rgb = load_image(args.image)
     validate_prompts(prompts, rgb.shape[:2])  # a bad prompt is reported before the engine loads
-    engine = load_engine(args.engine, model=args.model, checkpoint=args.checkpoint)
+    engine = load_engine(args.engine, model=args.model, checkpoint=args.checkpoint,
+                         **checkpoint_check_options(args))
     t0 = time.perf_counter()
     handle = engine.set_image(rgb)
     t1 = time.perf_counter()
