@@ -232,7 +232,8 @@ def test_export_folder_writes_coco_and_label_maps(autosave, tmp_path):
     assert [a["area"] for a in coco["annotations"]] == [100, 375]
     assert coco["categories"] == [{"id": 1, "name": "pit", "supercategory": "defect"}]
     labels = cv2.imread(str(summary.masks_dir / "p1.png"), cv2.IMREAD_UNCHANGED)
-    assert labels.dtype == np.uint16 and (labels == 2).sum() == 375  # later masks win overlaps
+    # label value = defect number (uint8 up to 255 defects); later masks win overlaps
+    assert labels.dtype == np.uint8 and (labels == 2).sum() == 375
     assert (labels == 1).sum() == 100 - 25
 
 

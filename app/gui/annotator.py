@@ -8,14 +8,16 @@ between snapshots shows stored results at once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QColor, QUndoStack
 
-from app.findings import Finding, Inspection, Verdict, prompts_to_dict
+from app.findings import Finding, Inspection, Verdict, defect_numbers, prompts_to_dict
 from app.gui.autosave import IN_PROGRESS, NOT_STARTED, Autosave
-from app.gui.canvas import Canvas
+from app.gui.canvas import Canvas, DefectDraw
 from app.gui.commands import AcceptCommand, ClassCommand, DeleteCommand, PromptCommand
 from app.gui.images import LoadedImage
 from app.gui.mask_geometry import MaskShape, mask_shape
@@ -25,6 +27,72 @@ from app.overlay import PALETTE
 from app.store import StoreError
 
 UNDO_LIMIT = 50
+# a SAM mask whose predicted IoU is below this (or the class's min_score) is questioned; the
+# classic engine's scores are no IoU estimate, so only a recipe's min_score applies to them
+LOW_SCORE = 0.3
+LARGE_FRACTION = 0.5  # a mask covering more than this share of the image is questioned
+
+# ask(question) -> True to go on; the window shows a dialog, tests answer it
+Confirm = Callable[[str], bool]
+
+
+def colour_of(number: int) -> QColor:
+    """A defect's colour follows its number, so it never changes when others are deleted."""
+    return QColor(*(int(v) for v in PALETTE[(number - 1) % len(PALETTE)]))
+
+
+def _fmt(v: float | None, unit: str, digits: int = 2) -> str | None:
+    return None if v is None else f"{v:.{digits}f} {unit}"
+
+
+def key_measurement(f: Finding, recipe) -> str:
+    """The figure the class's tolerance is about (length, width or area), for the image label."""
+    m = f.measurements
+    if m is None:
+        return ""
+    rule = None if recipe is None else recipe.rule(f.defect_class)
+    if rule is not None and (rule.max_area_mm2 is not None or rule.max_area_px is not None) \
+            and rule.max_length_mm is None and rule.max_length_px is None:
+        return _fmt(m.area_mm2, "mm²") or f"{m.area_px} px"
+    if rule is not None and rule.max_width_mm is not None and rule.max_length_mm is None:
+        return _fmt(m.thickness_mm, "mm") or f"{m.thickness_px:.0f} px wide"
+    return _fmt(m.feret_max_mm, "mm") or f"{m.feret_max_px:.0f} px long"
+
+
+def measurement_lines(f: Finding, number: int) -> list[str]:
+    """The selected defect's figures, shown beside the verdict badge."""
+    m = f.measurements
+    lines = [f"#{number} {f.defect_class}"]
+    if m is not None:
+        area = f"area {m.area_px} px" + (f" = {m.area_mm2:.3f} mm²" if m.area_mm2 is not None
+                                         else "")
+        lines.append(area)
+        lines.append(f"length {_fmt(m.feret_max_mm, 'mm', 3) or f'{m.feret_max_px:.1f} px'}")
+        lines.append(f"width {_fmt(m.thickness_mm, 'mm', 3) or f'{m.thickness_px:.1f} px'}")
+        if m.datum_distance_mm is not None:
+            lines.append(f"to datum {m.datum_distance_mm:.2f} mm")
+    if f.score is not None:
+        lines.append(f"score {f.score:.3f}")
+    return lines
+
+
+@dataclass(frozen=True)
+class MaskCheck:
+    """What is doubtful about a mask about to be accepted (empty: nothing)."""
+
+    warnings: tuple[str, ...]
+
+
+def check_mask(area_px: int, image_px: int, score: float | None,
+               low: float = LOW_SCORE) -> MaskCheck:
+    """Warnings for a score below `low` or an implausible size (most of the image)."""
+    out = []
+    if score is not None and score < low:
+        out.append(f"low score {score:.3f} (below {low:g}): the mask may not be the defect")
+    fraction = area_px / image_px if image_px else 0.0
+    if fraction > LARGE_FRACTION:
+        out.append(f"the mask covers {fraction:.0%} of the image: a defect is rarely that large")
+    return MaskCheck(tuple(out))
 
 
 class Annotator(QObject):
@@ -33,6 +101,7 @@ class Annotator(QObject):
     statusChanged = Signal(object, str)  # path, status
     message = Signal(str)  # an error for the message bar
     latency = Signal(float, float)  # decode ms, prompt-to-painted ms
+    saved = Signal(bool, str)  # a store write: ok, or not and why
 
     def __init__(self, canvas: Canvas, host: EngineHost, autosave: Autosave, parent=None):
         super().__init__(parent)
@@ -48,6 +117,7 @@ class Annotator(QObject):
         self.snapshot: Snapshot = ()
         self.session = PromptSession()
         self.current_class = autosave.class_names[0]
+        self.prompted = False  # any prompt given on this image (finishing asks when not)
         self._shapes: dict[tuple[int, int], MaskShape | None] = {}
         self._in_flight: int | None = None
         self._prompt_time: dict[int, float] = {}
@@ -62,6 +132,7 @@ class Annotator(QObject):
         """Show a newly opened image (its embedding may still be computing)."""
         self.path, self.image, self.prepared = path, image, None
         self.snapshot = ()
+        self.prompted = False
         self.session = PromptSession()
         self._shapes.clear()
         self._defect_shapes.clear()
@@ -110,6 +181,7 @@ class Annotator(QObject):
         if self.image is None:
             return
         after = add_point(self.snapshot, x, y, label)
+        self.prompted = True
         self._prompt_time[after[-1].uid] = time.perf_counter()
         kind = "positive" if label else "negative"
         self.undo.push(PromptCommand(self, self.snapshot, after, f"{kind} point"))
@@ -118,6 +190,7 @@ class Annotator(QObject):
         if self.image is None:
             return
         after = add_box(self.snapshot, (x0, y0, x1, y1))
+        self.prompted = True
         self._prompt_time[after[-1].uid] = time.perf_counter()
         self.undo.push(PromptCommand(self, self.snapshot, after, "box"))
 
@@ -206,8 +279,21 @@ class Annotator(QObject):
             self.host.engine.info.name != "classic" else "score"
         shape = self._shape(region)
         area = 0 if shape is None else shape.area_px
-        self.candidateInfo.emit(f"candidate {c + 1}/{n} · {what} {self.session.score(region):.3f}"
-                                f" · {area} px")
+        text = (f"candidate {c + 1}/{n} · {what} {self.session.score(region):.3f}"
+                f" · {area} px")
+        h, w = self.image.size if self.image is not None else (0, 0)
+        check = check_mask(area, h * w, self.session.score(region), self._low_score())
+        if check.warnings:
+            text += " · ⚠ " + "; ".join(check.warnings)
+        self.candidateInfo.emit(text)
+
+    def _low_score(self) -> float:
+        recipe = self.autosave.recipe
+        rule = None if recipe is None else recipe.rule(self.current_class)
+        floor = 0.0 if rule is None else float(rule.min_score)
+        engine = self.host.engine
+        iou = engine is not None and engine.info.name != "classic"
+        return max(floor, LOW_SCORE) if iou else floor
 
     def cycle(self, step: int = 1) -> None:
         if self.active is not None and self.session.cycle(self.active, step) is not None:
@@ -223,17 +309,30 @@ class Annotator(QObject):
         try:
             fn(*args)
         except (StoreError, OSError) as exc:
-            self.message.emit(f"could not save to the inspection database: {exc}")
+            text = f"could not save to the inspection database: {exc}"
+            self.message.emit(text)
+            self.saved.emit(False, text)
             return False
+        self.saved.emit(True, "")
         return True
 
-    def accept(self) -> None:
-        """Enter: every region's chosen mask becomes a defect of the current class."""
+    def accept(self, confirm: Confirm | None = None) -> bool:
+        """Enter: every region's chosen mask becomes a defect of the current class. A mask with
+        a low score or most of the image is accepted only when confirm(question) says so."""
         if self.image is None or not self.snapshot:
-            return
+            return False
         if any(self.session.candidate(r) is None for r in self.snapshot):
             self.message.emit("the mask is still being computed: press Enter again when it shows")
-            return
+            return False
+        warnings = []
+        for region in self.snapshot:
+            mask = self.session.mask(region)
+            if mask.any():
+                warnings += check_mask(int(mask.sum()), mask.size, self.session.score(region),
+                                       self._low_score()).warnings
+        if warnings and confirm is not None and not confirm(
+                "Accept this mask as a defect?\n\n" + "\n".join(f"• {w}" for w in warnings)):
+            return False
         findings = []
         for region in self.snapshot:
             mask = self.session.mask(region)
@@ -244,12 +343,18 @@ class Annotator(QObject):
                                                        self.session.score(region), prompts))
         if not findings:
             self.message.emit("the mask is empty: add a point or a box on the defect")
-            return
+            return False
         if self.inspection is None:
             self.inspection = self.autosave.new_inspection(self.path, self.image.digest)
         if not self.store_call(self.autosave.add, self.inspection, findings):
-            return
+            return False
         self.undo.push(AcceptCommand(self, self.snapshot, findings))
+        return True
+
+    def restore(self, findings: list[Finding]) -> bool:
+        """Bring removed findings back under their own numbers (undo of a delete, redo of an
+        accept)."""
+        return self.store_call(self.autosave.restore, self.inspection, findings)
 
     def delete(self, finding: Finding) -> None:
         if self.store_call(self.autosave.remove, self.inspection, [finding]):
@@ -261,13 +366,19 @@ class Annotator(QObject):
                                                    finding, defect_class):
             self.undo.push(ClassCommand(self, finding, old, defect_class))
 
-    def finish(self) -> Verdict | None:
-        """Judge the image and store its verdict."""
+    def untouched(self) -> bool:
+        """Nothing was prompted, marked or judged on this image."""
+        return not self.prompted and not self.findings and (
+            self.inspection is None or self.inspection.verdict is None)
+
+    def finish(self, how: str = "") -> Verdict | None:
+        """Judge the image and store its verdict; `how` goes with it into the record
+        ("no defects confirmed" when the inspector confirmed an untouched image)."""
         if self.image is None:
             return None
         if self.inspection is None:
             self.inspection = self.autosave.new_inspection(self.path, self.image.digest)
-        if not self.store_call(self.autosave.finish, self.inspection):
+        if not self.store_call(self.autosave.finish, self.inspection, how):
             return None
         self.defects_changed()
         return self.inspection.verdict
@@ -275,16 +386,26 @@ class Annotator(QObject):
     def live_verdict(self) -> Verdict:
         return self.autosave.verdict(self.findings)
 
+    def numbers(self) -> list[int]:
+        """The defect numbers of self.findings (stable: the store gives them on add)."""
+        return defect_numbers(self.findings)
+
+    def finding_numbered(self, number: int | None) -> Finding | None:
+        return next((f for f, n in zip(self.findings, self.numbers(), strict=True)
+                     if n == number), None)
+
     def defects_changed(self) -> None:
-        shapes = []
-        for i, f in enumerate(self.findings):
+        draws = []
+        recipe = self.autosave.recipe
+        for f, number in zip(self.findings, self.numbers(), strict=True):
             if id(f) not in self._defect_shapes:
                 self._defect_shapes[id(f)] = None if f.mask is None else mask_shape(f.mask)
             shape = self._defect_shapes[id(f)]
             if shape is not None:
-                colour = QColor(*(int(v) for v in PALETTE[i % len(PALETTE)]))
-                shapes.append((shape, colour, f"{i + 1} {f.defect_class}"))
-        self.canvas.set_defects(shapes)
+                figure = key_measurement(f, recipe)
+                label = f"#{number} {f.defect_class}" + (f" · {figure}" if figure else "")
+                draws.append(DefectDraw(shape, colour_of(number), number, label))
+        self.canvas.set_defects(draws)
         self.defectsUpdated.emit()
         if self.path is not None:
             self.statusChanged.emit(self.path, self.status())

@@ -3,9 +3,11 @@
 One Inspection per image and session: created with the first accepted defect (or when the image is
 finished without defects), then each accepted defect is appended, each removed one marked
 deleted, each verdict replaced, in its own transaction, so closing the window or a crash loses
-nothing accepted. The verdict is stored when the inspector finishes the image; until then the
-image is "in progress". Measurements use the recipe's calibration and datum; verdicts
-app.verdict.judge.
+nothing accepted. A write that fails raises StoreError (NotSavedError, "not saved: ...", when a
+commit may not have reached the file) and leaves the Inspection as it was, so the window shows
+only what is stored; the annotator puts the message in the message bar. The verdict is stored
+when the inspector finishes the image; until then the image is "in progress". Measurements use
+the recipe's calibration and datum; verdicts app.verdict.judge.
 """
 
 from __future__ import annotations
@@ -138,9 +140,11 @@ class Autosave:
         self._rejudge(inspection)
 
     def set_class(self, inspection: Inspection, finding: Finding, defect_class: str) -> None:
-        finding.defect_class = defect_class
+        """Store the new class first: if that fails (StoreError, e.g. NotSavedError "not
+        saved: ..."), the finding keeps its old class, so the window never shows it."""
         if finding.id is not None:
             self.store.update_defect(finding.id, actor=self.actor, defect_class=defect_class)
+        finding.defect_class = defect_class
         self._rejudge(inspection)
 
     # ------------------------------------------------------------------ verdicts
@@ -154,16 +158,36 @@ class Autosave:
                                      message=f"{len(findings)} defect(s) found; no recipe "
                                              "loaded to judge them against"),))
 
-    def finish(self, inspection: Inspection) -> Verdict:
-        """Judge the image and store the verdict (the image is then PASS or FAIL)."""
+    def finish(self, inspection: Inspection, how: str = "") -> Verdict:
+        """Judge the image and store the verdict (the image is then PASS or FAIL). `how` goes
+        into the audit trail as {"finished": how}, e.g. "no defects confirmed" when the
+        inspector confirmed an image nobody prompted on."""
         verdict = self.verdict(inspection.findings)
-        if inspection.id is None:
-            inspection.verdict = verdict
-            self.store.add_inspection(inspection, actor=self.actor)
-        else:
-            inspection.verdict = verdict
-            self.store.set_verdict(inspection.id, verdict, actor=self.actor)
+        audit = {"finished": how} if how else None
+        previous = inspection.verdict
+        try:
+            if inspection.id is None:
+                inspection.verdict = verdict
+                self.store.add_inspection(inspection, actor=self.actor, audit=audit)
+            else:
+                self.store.set_verdict(inspection.id, verdict, actor=self.actor, audit=audit)
+        except Exception:  # not stored ("not saved: ..."): the window keeps the old verdict
+            inspection.verdict = previous
+            raise
+        inspection.verdict = verdict
         return verdict
+
+    def restore(self, inspection: Inspection, findings: list[Finding]) -> None:
+        """Bring back findings that remove() took away (GUI undo/redo) under their own numbers:
+        a stored one is undeleted (same row), one never stored is added."""
+        for f in findings:
+            if f.id is not None and inspection.id is not None:
+                self.store.undelete_defect(f.id, actor=self.actor)
+                inspection.findings.append(f)
+            else:
+                self.add(inspection, [f])
+        inspection.findings.sort(key=lambda g: (g.number is None, g.number or 0))
+        self._rejudge(inspection)
 
     def _rejudge(self, inspection: Inspection) -> None:
         """A finished image keeps a verdict that matches its defects."""

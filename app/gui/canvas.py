@@ -1,7 +1,10 @@
 """The image canvas: a QGraphicsView in image-pixel scene coordinates.
 
 Left click = positive point, right click or Shift+click = negative point, left drag = box,
-middle drag or Ctrl+drag = pan, wheel = zoom at the cursor, fit() = whole image. Scene point
+Alt+click (or any click in select mode) = select the accepted defect under the cursor, middle
+drag or Ctrl+drag = pan, wheel = zoom at the cursor, fit() = whole image. Defect labels, the
+PASS/FAIL badge and the selected defect's measurements are drawn in view coordinates on top
+(drawForeground), so they stay readable and inside the view at any zoom. Scene point
 (x, y) is image pixel coordinates (pixel (r, c) covers [c, c+1) x [r, r+1)), the same frame as
 sam_engine prompts. Images are painted from numpy arrays without copies (QImage over the array's
 buffer); a zoomed-out large image paints from a smaller pyramid level; 16-bit images go through a
@@ -11,12 +14,15 @@ window/level look-up table.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
+    QFont,
+    QFontMetrics,
     QImage,
     QPainter,
     QPainterPath,
@@ -26,10 +32,11 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
     QGraphicsItem,
+    QGraphicsLineItem,
     QGraphicsPathItem,
+    QGraphicsPolygonItem,
     QGraphicsRectItem,
     QGraphicsScene,
-    QGraphicsSimpleTextItem,
     QGraphicsView,
     QStyleOptionGraphicsItem,
 )
@@ -43,6 +50,31 @@ LIVE_COLOUR = QColor(255, 60, 255)  # magenta: apart from the defect palette
 POSITIVE = QColor(40, 220, 60)
 NEGATIVE = QColor(240, 40, 40)
 OVERLAY_ALPHA = 0.4
+MARKER_RADIUS = 3.5  # screen pixels: a click marker must not hide a small defect
+ZONE_COLOUR = QColor(255, 80, 80)
+DATUM_COLOUR = QColor(80, 200, 255)
+PASS_COLOUR = QColor(26, 127, 55)
+FAIL_COLOUR = QColor(207, 34, 46)
+LABEL_PAD = 3  # screen pixels around label text
+
+
+@dataclass(frozen=True)
+class DefectDraw:
+    """An accepted defect as the canvas draws it: its mask, colour, number and label text."""
+
+    shape: MaskShape
+    colour: QColor
+    number: int
+    label: str
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """The recipe's geometry drawn over the image: forbidden zones (name, polygon) and the datum
+    (kind "point" or "line", its points), in image pixels."""
+
+    zones: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
+    datum: tuple[str, tuple[tuple[float, float], ...]] | None = None
 
 
 def qimage_of(array: np.ndarray) -> QImage:
@@ -138,24 +170,48 @@ class ImageItem(QGraphicsItem):
 class MaskItem(QGraphicsItem):
     """A semi-transparent mask (cropped to its box) with its outline."""
 
-    def __init__(self, shape: MaskShape, colour: QColor, label: str = "") -> None:
+    def __init__(self, shape: MaskShape, colour: QColor, number: int | None = None) -> None:
         super().__init__()
         self.shape_data = shape
+        self.number = number
+        self.colour = colour
         self._img, self._buf = overlay_qimage(shape.crop, colour, edge=shape.edge)
         self.setPos(shape.x0, shape.y0)
         path = QPainterPath()
         for poly in shape.outlines:
             path.addPolygon(QPolygonF([QPointF(x - shape.x0, y - shape.y0) for x, y in poly]))
             path.closeSubpath()
-        outline = QGraphicsPathItem(path, self)
+        self.outline = QGraphicsPathItem(path, self)
         pen = QPen(colour, 2)
         pen.setCosmetic(True)
-        outline.setPen(pen)
-        if label:
-            text = QGraphicsSimpleTextItem(label, self)
-            text.setBrush(QBrush(colour))
-            text.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
-            text.setPos(0, -2)
+        self.outline.setPen(pen)
+        self.highlighted = False
+        self._frame: QGraphicsRectItem | None = None
+
+    def set_highlight(self, on: bool) -> None:
+        """The selected defect: a thick outline and a white frame around its box."""
+        if on == self.highlighted:
+            return
+        self.highlighted = on
+        pen = QPen(QColor(255, 255, 255) if on else self.colour, 4 if on else 2)
+        pen.setCosmetic(True)
+        self.outline.setPen(pen)
+        if on:
+            w, h = self._img.width(), self._img.height()
+            self._frame = QGraphicsRectItem(QRectF(-2, -2, w + 4, h + 4), self)
+            frame = QPen(QColor(255, 255, 255), 2, Qt.PenStyle.DashLine)
+            frame.setCosmetic(True)
+            self._frame.setPen(frame)
+        elif self._frame is not None:
+            self._frame.setParentItem(None)
+            if self._frame.scene() is not None:
+                self._frame.scene().removeItem(self._frame)
+            self._frame = None
+
+    def contains_pixel(self, x: float, y: float) -> bool:
+        c, r = int(np.floor(x - self.shape_data.x0)), int(np.floor(y - self.shape_data.y0))
+        crop = self.shape_data.crop
+        return 0 <= r < crop.shape[0] and 0 <= c < crop.shape[1] and bool(crop[r, c])
 
     def boundingRect(self) -> QRectF:  # noqa: N802 (Qt override)
         return QRectF(0, 0, self._img.width(), self._img.height())
@@ -168,6 +224,7 @@ class Canvas(QGraphicsView):
     """Shows one image with live masks, accepted defects and prompt markers."""
 
     pointClicked = Signal(float, float, int)  # x, y, label
+    defectClicked = Signal(object)  # number of the accepted defect clicked (Alt / select mode)
     boxDrawn = Signal(float, float, float, float)  # x0, y0, x1, y1
     cycleRequested = Signal(int)  # +1 (Tab) / -1 (Shift+Tab)
     hovered = Signal(float, float)
@@ -193,6 +250,17 @@ class Canvas(QGraphicsView):
         self._press: tuple[QPointF, QPointF, int] | None = None  # view pos, scene pos, label
         self._pan_from: QPointF | None = None
         self._fit_mode = True
+        self._defect_draws: list[DefectDraw] = []
+        self._zone_items: list[QGraphicsItem] = []
+        self.overlay = Overlay()
+        self.selected: int | None = None  # number of the highlighted defect
+        self.badge: tuple[str, bool] | None = None  # (text, passed) of the big verdict badge
+        self.details: list[str] = []  # measurements of the selected defect, beside the badge
+        self.show_prompts = True
+        self.show_zones = True
+        self.select_mode = False
+        self.label_rects: list[tuple[int, QRectF]] = []  # (number, viewport rect) last drawn
+        self.badge_rect: QRectF | None = None
         self.overlay_generation = 0
         self._painted_generation = 0
         self.last_paint_ms = 0.0  # the latest paintEvent's duration (benchmarks read it)
@@ -200,6 +268,8 @@ class Canvas(QGraphicsView):
     # ------------------------------------------------------------------ content
     def set_image(self, image: LoadedImage | None, lut: np.ndarray | None = None) -> None:
         self.image = image
+        self.selected = None
+        self.badge, self.details = None, []
         self.clear_live()
         self.set_defects([])
         self.set_markers((), ())
@@ -234,15 +304,85 @@ class Canvas(QGraphicsView):
             self.scene().addItem(item)
         self._bump()
 
-    def set_defects(self, defects: list[tuple[MaskShape, QColor, str]]) -> None:
-        """Accepted defects: (shape, colour, label)."""
+    def set_defects(self, defects: list[DefectDraw]) -> None:
+        """Accepted defects, each with its number (labels are drawn in view coordinates)."""
         for item in self._defects:
             self.scene().removeItem(item)
-        self._defects = [MaskItem(s, c, label) for s, c, label in defects]
+        self._defect_draws = list(defects)
+        self._defects = [MaskItem(d.shape, d.colour, d.number) for d in defects]
         for item in self._defects:
             item.setZValue(2)
+            item.set_highlight(item.number == self.selected)
             self.scene().addItem(item)
         self._bump()
+
+    def set_selected(self, number: int | None) -> None:
+        """Highlight the accepted defect with this number (None: none)."""
+        self.selected = number
+        for item in self._defects:
+            item.set_highlight(item.number == number)
+        self.viewport().update()
+
+    def defect_items(self) -> list[MaskItem]:
+        return list(self._defects)
+
+    def defect_at(self, x: float, y: float) -> int | None:
+        """The number of the accepted defect covering image point (x, y) (the topmost, i.e.
+        the latest drawn), or None."""
+        for item in reversed(self._defects):
+            if item.contains_pixel(x, y):
+                return item.number
+        return None
+
+    def set_verdict_badge(self, badge: tuple[str, bool] | None, details: list[str]) -> None:
+        """The big PASS / FAIL badge ((text, passed) or None) and the lines beside it."""
+        self.badge, self.details = badge, list(details)
+        self.viewport().update()
+
+    def set_overlay(self, overlay: Overlay) -> None:
+        """The recipe's forbidden zones and datum, drawn over the image."""
+        self.overlay = overlay
+        for item in self._zone_items:
+            self.scene().removeItem(item)
+        self._zone_items = []
+        for _name, poly in overlay.zones:
+            item = QGraphicsPolygonItem(QPolygonF([QPointF(x, y) for x, y in poly]))
+            pen = QPen(ZONE_COLOUR, 1.5, Qt.PenStyle.DashLine)
+            pen.setCosmetic(True)
+            item.setPen(pen)
+            item.setBrush(QBrush(QColor(ZONE_COLOUR.red(), ZONE_COLOUR.green(),
+                                        ZONE_COLOUR.blue(), 28), Qt.BrushStyle.BDiagPattern))
+            self._zone_items.append(item)
+        if overlay.datum is not None:
+            kind, pts = overlay.datum
+            pen = QPen(DATUM_COLOUR, 2, Qt.PenStyle.DashDotLine)
+            pen.setCosmetic(True)
+            if kind == "line" and len(pts) == 2:
+                item = QGraphicsLineItem(pts[0][0], pts[0][1], pts[1][0], pts[1][1])
+                item.setPen(pen)
+            else:
+                item = QGraphicsEllipseItem(-6, -6, 12, 12)
+                item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
+                item.setPos(pts[0][0], pts[0][1])
+                item.setPen(pen)
+            self._zone_items.append(item)
+        for item in self._zone_items:
+            item.setZValue(1)
+            item.setVisible(self.show_zones)
+            self.scene().addItem(item)
+        self.viewport().update()
+
+    def set_show_zones(self, on: bool) -> None:
+        self.show_zones = on
+        for item in self._zone_items:
+            item.setVisible(on)
+        self.viewport().update()
+
+    def set_show_prompts(self, on: bool) -> None:
+        """Hide or show the click and box markers (H): they may cover a small defect."""
+        self.show_prompts = on
+        for item in self._markers:
+            item.setVisible(on)
 
     def set_markers(self, points, boxes) -> None:
         """Prompt markers: points (x, y, label) and boxes (x0, y0, x1, y1)."""
@@ -255,16 +395,111 @@ class Canvas(QGraphicsView):
             pen.setCosmetic(True)
             rect.setPen(pen)
             self._markers.append(rect)
+        r = MARKER_RADIUS
         for x, y, label in points:
-            dot = QGraphicsEllipseItem(-5, -5, 10, 10)
-            dot.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
-            dot.setPos(x, y)
-            dot.setBrush(QBrush(POSITIVE if label else NEGATIVE))
-            dot.setPen(QPen(QColor(255, 255, 255), 1.5))
-            self._markers.append(dot)
+            # a small ring (the pixel under the click stays visible), dark-outlined so it
+            # reads on bright and dark surfaces
+            ring = QGraphicsEllipseItem(-r, -r, 2 * r, 2 * r)
+            ring.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
+            ring.setPos(x, y)
+            ring.setPen(QPen(POSITIVE if label else NEGATIVE, 2))
+            ring.setBrush(QBrush(Qt.BrushStyle.NoBrush))
+            outline = QGraphicsEllipseItem(-r - 1.5, -r - 1.5, 2 * r + 3, 2 * r + 3, ring)
+            outline.setPen(QPen(QColor(0, 0, 0, 200), 1))
+            self._markers.append(ring)
         for item in self._markers:
             item.setZValue(4)
+            item.setVisible(self.show_prompts)
             self.scene().addItem(item)
+
+    def marker_items(self) -> list[QGraphicsItem]:
+        return list(self._markers)
+
+    # ------------------------------------------------------------------ view-space drawing
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
+        """Defect labels, zone names, the verdict badge and the selected defect's figures, in
+        viewport pixels: a background under every text, every box kept inside the view."""
+        painter.save()
+        painter.resetTransform()
+        view = QRectF(self.viewport().rect())
+        font = QFont(self.font())
+        font.setPointSizeF(max(font.pointSizeF(), 9.0))
+        painter.setFont(font)
+        fm = QFontMetrics(font)
+        self.label_rects = []
+        if self.image is not None:
+            if self.show_zones:
+                for name, poly in self.overlay.zones:
+                    xs, ys = [p[0] for p in poly], [p[1] for p in poly]
+                    anchor = self.mapFromScene(QPointF(min(xs), min(ys)))
+                    self._text_box(painter, fm, view, f"zone {name}", QPointF(anchor) +
+                                   QPointF(2, 2), ZONE_COLOUR, below=True)
+                if self.overlay.datum is not None:
+                    kind, pts = self.overlay.datum
+                    anchor = self.mapFromScene(QPointF(*pts[0]))
+                    self._text_box(painter, fm, view, f"datum ({kind})", QPointF(anchor),
+                                   DATUM_COLOUR, below=False)
+            for d in self._defect_draws:
+                x0, y0, _, _ = d.shape.bbox
+                anchor = QPointF(self.mapFromScene(QPointF(x0, y0)))
+                r = self._text_box(painter, fm, view, d.label, anchor, d.colour, below=False,
+                                   bold=d.number == self.selected)
+                self.label_rects.append((d.number, r))
+        self.badge_rect = None
+        if self.badge is not None and self.image is not None:
+            self.badge_rect = self._draw_badge(painter, view)
+        painter.restore()
+
+    def _text_box(self, painter: QPainter, fm: QFontMetrics, view: QRectF, text: str,
+                  anchor: QPointF, colour: QColor, *, below: bool, bold: bool = False) -> QRectF:
+        """Draw text on a dark box whose bottom-left (or top-left when below) is at anchor,
+        moved inside the view; returns the box."""
+        w = fm.horizontalAdvance(text) + 2 * LABEL_PAD
+        h = fm.height() + 2 * LABEL_PAD
+        x = anchor.x()
+        y = anchor.y() if below else anchor.y() - h - 1
+        x = min(max(x, view.left() + 1), view.right() - w - 1)
+        y = min(max(y, view.top() + 1), view.bottom() - h - 1)
+        box = QRectF(x, y, w, h)
+        painter.setPen(QPen(colour, 2 if bold else 1))
+        painter.setBrush(QBrush(QColor(20, 20, 20, 215)))
+        painter.drawRoundedRect(box, 3, 3)
+        painter.setPen(QPen(QColor(255, 255, 255) if bold else colour.lighter(130)))
+        painter.drawText(box.adjusted(LABEL_PAD, LABEL_PAD, -LABEL_PAD, -LABEL_PAD),
+                         int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), text)
+        return box
+
+    def _draw_badge(self, painter: QPainter, view: QRectF) -> QRectF:
+        text, passed = self.badge
+        big = QFont(self.font())
+        big.setPointSizeF(22)
+        big.setBold(True)
+        fm_big = QFontMetrics(big)
+        small = QFont(self.font())
+        small.setPointSizeF(max(small.pointSizeF(), 9.5))
+        fm = QFontMetrics(small)
+        w = max([fm_big.horizontalAdvance(text) + 24]
+                + [fm.horizontalAdvance(t) + 16 for t in self.details])
+        h = fm_big.height() + 12 + (len(self.details) * fm.height() + 8 if self.details else 0)
+        box = QRectF(view.right() - w - 10, view.top() + 10, w, h)
+        colour = PASS_COLOUR if passed else FAIL_COLOUR
+        painter.setPen(QPen(QColor(255, 255, 255), 2))
+        painter.setBrush(QBrush(QColor(20, 20, 20, 215)))
+        painter.drawRoundedRect(box, 6, 6)
+        head = QRectF(box.left(), box.top(), w, fm_big.height() + 12)
+        painter.setBrush(QBrush(colour))
+        painter.drawRoundedRect(head, 6, 6)
+        painter.setFont(big)
+        painter.setPen(QPen(QColor(255, 255, 255)))
+        painter.drawText(head, int(Qt.AlignmentFlag.AlignCenter), text)
+        painter.setFont(small)
+        y = head.bottom() + 4
+        for line in self.details:
+            painter.drawText(QRectF(box.left() + 8, y, w - 16, fm.height()),
+                             int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                             line)
+            y += fm.height()
+        return box
 
     def _bump(self) -> None:
         self.overlay_generation += 1
@@ -307,6 +542,11 @@ class Canvas(QGraphicsView):
         if self._fit_mode:
             self.fit()
 
+    def scrollContentsBy(self, dx: int, dy: int) -> None:  # noqa: N802 (Qt override)
+        # the labels and the badge sit in view coordinates: scrolled pixels would move them
+        super().scrollContentsBy(dx, dy)
+        self.viewport().update()
+
     def wheelEvent(self, event) -> None:  # noqa: N802 (Qt override)
         delta = event.angleDelta().y()
         if delta:
@@ -345,6 +585,12 @@ class Canvas(QGraphicsView):
         ):
             self._pan_from = pos
             self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+        elif button == Qt.MouseButton.LeftButton and (
+            self.select_mode or mods & Qt.KeyboardModifier.AltModifier
+        ):
+            scene = self.mapToScene(pos.toPoint())
+            self.defectClicked.emit(self.defect_at(scene.x(), scene.y())
+                                    if self._in_image(scene) else None)
         elif button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
             negative = button == Qt.MouseButton.RightButton or bool(
                 mods & Qt.KeyboardModifier.ShiftModifier

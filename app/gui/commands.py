@@ -1,4 +1,5 @@
 """Undo steps (QUndoCommand): one per prompt, per accepted defect, per deletion, per class change.
+A defect brought back by undo/redo keeps its number (Annotator.restore).
 
 The first redo() runs inside QUndoStack.push; the annotator has already done that work (so a
 store error can stop the push), hence `_done`. Later undo/redo write to the store again.
@@ -40,8 +41,8 @@ class AcceptCommand(QUndoCommand):
         self._done = True
 
     def redo(self) -> None:
-        if not self._done:
-            self.a.store_call(self.a.autosave.add, self.a.inspection, self.findings)
+        if not self._done:  # an undone accept comes back under the same numbers
+            self.a.restore(self.findings)
         self._done = False
         self.a.show_snapshot(())
         self.a.defects_changed()
@@ -67,7 +68,7 @@ class DeleteCommand(QUndoCommand):
         self.a.defects_changed()
 
     def undo(self) -> None:
-        self.a.store_call(self.a.autosave.add, self.a.inspection, [self.finding])
+        self.a.restore([self.finding])  # back under its own number
         self.a.defects_changed()
 
 

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.findings import Finding, Verdict
+from app.findings import Finding, Verdict, defect_numbers
 
 COLUMNS = ("#", "class", "area px", "area mm²", "length mm", "width mm", "score")
 
@@ -27,11 +27,12 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def defect_row(i: int, f: Finding) -> list[str]:
-    """The table cells of defect i (length: maximum Feret; width: perpendicular thickness)."""
+def defect_row(number: int, f: Finding) -> list[str]:
+    """The table cells of defect `number` (length: maximum Feret; width: perpendicular
+    thickness)."""
     m = f.measurements
     return [
-        str(i + 1),
+        str(number),
         f.defect_class,
         "–" if m is None else str(m.area_px),
         _fmt(None if m is None else m.area_mm2),
@@ -42,9 +43,12 @@ def defect_row(i: int, f: Finding) -> list[str]:
 
 
 class DefectPanel(QWidget):
+    """Rows are defects by number: the signals carry defect numbers, never row indices."""
+
     classChosen = Signal(str)
-    applyClass = Signal(int, str)  # defect row, class
-    deleteRequested = Signal(int)  # defect row
+    applyClass = Signal(int, str)  # defect number, class
+    deleteRequested = Signal(int)  # defect number
+    selectedChanged = Signal(object)  # defect number or None
 
     def __init__(self, class_names: tuple[str, ...], parent=None) -> None:
         super().__init__(parent)
@@ -70,6 +74,9 @@ class DefectPanel(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(
             QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setToolTip("select a row to highlight the defect on the image "
+                              "(Alt+click a mask selects it)")
+        self.numbers: list[int] = []  # the defect number of each row
         layout.addWidget(self.table, 1)
         buttons = QHBoxLayout()
         self.delete = QPushButton("Delete defect")
@@ -84,6 +91,8 @@ class DefectPanel(QWidget):
         layout.addWidget(self.note)
         self.set_classes(class_names)
         self.classes.currentIndexChanged.connect(self._chosen)
+        self.table.itemSelectionChanged.connect(
+            lambda: self.selectedChanged.emit(self.selected_number()))
         self.apply.clicked.connect(self._apply)
         self.delete.clicked.connect(self._delete)
 
@@ -107,32 +116,53 @@ class DefectPanel(QWidget):
         rows = self.table.selectionModel().selectedRows()
         return rows[0].row() if rows else None
 
+    def selected_number(self) -> int | None:
+        row = self.selected_row()
+        return self.numbers[row] if row is not None and row < len(self.numbers) else None
+
+    def select_number(self, number: int | None) -> None:
+        """Select the row of defect `number` (None: clear the selection)."""
+        if number is None or number not in self.numbers:
+            self.table.clearSelection()
+            return
+        self.table.selectRow(self.numbers.index(number))
+
     def _chosen(self, _index: int) -> None:
         self.classChosen.emit(self.current_class())
 
     def _apply(self) -> None:
-        row = self.selected_row()
-        if row is not None:
-            self.applyClass.emit(row, self.current_class())
+        number = self.selected_number()
+        if number is not None:
+            self.applyClass.emit(number, self.current_class())
 
     def _delete(self) -> None:
-        row = self.selected_row()
-        if row is not None:
-            self.deleteRequested.emit(row)
+        number = self.selected_number()
+        if number is not None:
+            self.deleteRequested.emit(number)
 
     def show_defects(self, findings: list[Finding], verdict: Verdict | None,
                      stored: Verdict | None) -> None:
+        """The defects table and the verdict: the stored one, else the live one once there is
+        something to judge (`verdict` None: nothing done on the image yet)."""
+        keep = self.selected_number()
+        self.numbers = defect_numbers(findings)
+        self.table.blockSignals(True)
         self.table.setRowCount(len(findings))
-        for i, f in enumerate(findings):
-            for j, text in enumerate(defect_row(i, f)):
+        for i, (f, number) in enumerate(zip(findings, self.numbers, strict=True)):
+            for j, text in enumerate(defect_row(number, f)):
                 item = QTableWidgetItem(text)
                 if j != 1:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight
                                           | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(i, j, item)
+        self.table.blockSignals(False)
+        self.select_number(keep)
+        if keep is not None and keep not in self.numbers:
+            self.selectedChanged.emit(None)
         shown = stored or verdict
         if shown is None:
-            self.verdict.setText("")
+            self.verdict.setText("Not judged yet: mark the defects, then Ctrl+Enter finishes "
+                                 "the image (or Ctrl+Shift+Enter: no defects).")
             return
         colour = "#1a7f37" if shown.passed else "#cf222e"
         head = "Verdict" if stored is not None else "Verdict so far (Ctrl+Enter to finish)"

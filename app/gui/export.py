@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app import atomic_write
 from app.findings import Inspection
-from app.overlay import label_map
+from app.overlay import write_label_png
 from app.store.export import coco_from_inspections
 
 COCO_NAME = "annotations_coco.json"
@@ -27,8 +27,9 @@ class ExportSummary:
 
 
 def export_folder(inspections: list[Inspection], out_dir: str | Path) -> ExportSummary:
-    """Write out_dir/annotations_coco.json and out_dir/masks/<image stem>.png (uint16 label map:
-    0 background, i + 1 on defect i of the image, in the order of the COCO annotations)."""
+    """Write out_dir/annotations_coco.json and out_dir/masks/<image stem>.png (label map: 0
+    background, the defect's number on its pixels, the same number as in the window, the report
+    and the store)."""
     out = Path(out_dir)
     data = coco_from_inspections(inspections)
     coco_path = atomic_write.write_text(out / COCO_NAME, json.dumps(data, indent=1))
@@ -38,6 +39,6 @@ def export_folder(inspections: list[Inspection], out_dir: str | Path) -> ExportS
         if not masks:
             continue
         n_defects += len(masks)
-        atomic_write.write_png(out / MASKS_DIR / f"{Path(insp.image_path).stem}.png",
-                               label_map(masks, masks[0].shape))
+        write_label_png(out / MASKS_DIR / f"{Path(insp.image_path).stem}.png", insp.findings,
+                        masks[0].shape)
     return ExportSummary(coco_path, out / MASKS_DIR, len(inspections), n_defects)

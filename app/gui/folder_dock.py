@@ -1,4 +1,7 @@
-"""The folder list: a thumbnail, the file name and the inspection status of every image."""
+"""The folder list: a thumbnail, the file name and the inspection status of every image.
+
+Long names are elided in the middle (the distinguishing end of "part_2024_lot7_0013.png" stays
+visible); the full path is the row's tooltip."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPixmap
+from PySide6.QtGui import QBrush, QColor, QFontMetrics, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QListWidget, QListWidgetItem
 
 from app.gui.autosave import IN_PROGRESS, NOT_STARTED
@@ -36,6 +39,8 @@ class FolderList(QListWidget):
         super().__init__(parent)
         self.setIconSize(QSize(THUMB_SIDE, THUMB_SIDE))
         self.setUniformItemSizes(True)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.paths: list[Path] = []
         self.status: dict[Path, str] = {}
@@ -62,8 +67,24 @@ class FolderList(QListWidget):
         if item is None:
             return
         self.status[path] = status
-        item.setText(f"{path.name}\n{status}")
+        item.setText(f"{self.elided(path.name)}\n{status}")
+        item.setToolTip(f"{path}\n{status}")
         item.setBackground(QBrush(STATUS_COLOURS.get(status, STATUS_COLOURS[NOT_STARTED])))
+
+    def text_width(self) -> int:
+        """Pixels a row has for its text (beside the thumbnail)."""
+        return max(40, self.viewport().width() - THUMB_SIDE - 16)
+
+    def elided(self, name: str) -> str:
+        return QFontMetrics(self.font()).elidedText(name, Qt.TextElideMode.ElideMiddle,
+                                                    self.text_width())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        super().resizeEvent(event)
+        for path, status in self.status.items():
+            item = self._items.get(path)
+            if item is not None:
+                item.setText(f"{self.elided(path.name)}\n{status}")
 
     def set_thumbnail(self, path: Path, rgb: np.ndarray | None) -> None:
         item = self._items.get(path)

@@ -1,10 +1,13 @@
-"""The inspector's main window: folder dock, canvas, defect panel, toolbar, status bar.
+"""The inspector's main window: menus, folder dock, canvas, defect panel, toolbar, status bar.
 
-Keys: PageDown/Right next image, PageUp/Left previous; left click positive point, right click or
-Shift+click negative point, drag box; Tab / Shift+Tab cycle candidates, 1/2/3 pick one; Enter
-accept, Esc clear prompts; Ctrl+1..9 defect class; Ctrl+Z undo, Ctrl+Shift+Z redo; Delete
-removes the selected defect; Ctrl+Enter finishes the image (stores PASS/FAIL) and moves on;
-F fits the image, wheel zooms at the cursor, middle or Ctrl+drag pans.
+Keys (defaults; the settings file's [shortcuts] group changes them, F1 lists them): PageDown/Right
+next image, PageUp/Left previous; left click positive point, right click or Shift+click negative
+point, drag box, Alt+click selects an accepted defect; Tab / Shift+Tab cycle candidates, 1/2/3
+pick one; Enter accept, Esc clear prompts, H hides the prompt markers; Ctrl+1..9 defect class;
+Ctrl+Z undo, Ctrl+Shift+Z redo; Delete removes the selected defect; Ctrl+Enter finishes the image
+(stores PASS/FAIL; an image nobody prompted on asks first) and moves on, Ctrl+Shift+Enter
+finishes it as "no defects"; F fits the image, wheel zooms at the cursor, middle or Ctrl+drag
+pans; Ctrl+Q quits.
 """
 
 from __future__ import annotations
@@ -15,17 +18,23 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QStandardPaths, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QFontMetrics, QKeySequence
 from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
     QDockWidget,
     QFileDialog,
     QFrame,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
     QToolBar,
     QToolButton,
     QVBoxLayout,
@@ -33,11 +42,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.about_dialog import AboutDialog
-from app.gui.annotator import Annotator
+from app.gui.annotator import Annotator, measurement_lines
 from app.gui.autosave import Autosave, Station
-from app.gui.canvas import Canvas
+from app.gui.canvas import Canvas, Overlay
 from app.gui.defect_panel import DefectPanel
 from app.gui.export import ExportSummary, export_folder
+from app.gui.file_dialog import file_dialog, get_existing_directory, get_open_file_name
 from app.gui.folder_dock import FolderList
 from app.gui.images import LoadedImage, auto_window, list_images, window_lut
 from app.gui.options import GuiOptions
@@ -106,34 +116,122 @@ def classic_fallback(note: str) -> Callable[[], object]:
     return build
 
 
+STYLES = {
+    "error": "MessageBar { background: #fde2e1; border: 1px solid #cf222e; }"
+             "QLabel { color: #82071e; }",
+    "warning": "MessageBar { background: #fff8c5; border: 1px solid #d4a72c; }"
+               "QLabel { color: #633c01; }",
+    "info": "MessageBar { background: #ddf4ff; border: 1px solid #54aeff; }"
+            "QLabel { color: #0a3069; }",
+}
+IMAGE = "image"  # a message about the image shown: it goes when another image is opened
+GLOBAL = "global"  # about the engine, the database, ...: it stays until closed
+
+
 class MessageBar(QFrame):
-    """Errors in the window (not modal): the inspector reads them and keeps working."""
+    """Messages in the window (not modal): the inspector reads them and keeps working. Errors
+    are red, warnings yellow, results of actions (export) blue; optional buttons act on them."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.setStyleSheet("MessageBar { background: #fde2e1; border: 1px solid #cf222e; }"
-                           "QLabel { color: #82071e; }")
         row = QHBoxLayout(self)
         row.setContentsMargins(8, 4, 4, 4)
         self.label = QLabel("")
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         row.addWidget(self.label, 1)
+        self.buttons = QHBoxLayout()
+        row.addLayout(self.buttons)
         close = QToolButton()
         close.setText("✕")
+        close.setToolTip("close this message")
         close.clicked.connect(self.hide)
         row.addWidget(close)
+        self.kind, self.scope = "error", GLOBAL
+        self.setStyleSheet(STYLES["error"])
         self.hide()
 
-    def show_message(self, text: str) -> None:
+    def show_message(self, text: str, kind: str = "error", scope: str = GLOBAL,
+                     actions: tuple[tuple[str, Callable[[], None]], ...] = ()) -> None:
+        self.kind, self.scope = kind, scope
+        self.setStyleSheet(STYLES[kind])
         self.label.setText(text)
+        while self.buttons.count():
+            widget = self.buttons.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+        for label, slot in actions:
+            button = QPushButton(label)
+            button.clicked.connect(slot)
+            self.buttons.addWidget(button)
         self.show()
+
+    def clear_scope(self, scope: str) -> None:
+        if self.isVisible() and self.scope == scope:
+            self.hide()
 
     def text(self) -> str:
         return self.label.text() if self.isVisible() else ""
 
 
+class ElidedLabel(QLabel):
+    """A status-bar label that elides a long text (the whole text is its tooltip)."""
+
+    def __init__(self, text: str = "", max_width: int = 360) -> None:
+        super().__init__()
+        self.setMaximumWidth(max_width)
+        self.full_text = ""
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt override)
+        self.full_text = text
+        self.setToolTip(text)
+        shown = QFontMetrics(self.font()).elidedText(text, Qt.TextElideMode.ElideRight,
+                                                     self.maximumWidth())
+        super().setText(shown)
+
+
+class ShortcutSheet(QDialog):
+    """Help > Keyboard shortcuts (F1): every action, its keys and its name in the settings."""
+
+    def __init__(self, rows: list[tuple[str, str, str]], settings_file: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard shortcuts")
+        layout = QVBoxLayout(self)
+        mouse = QLabel(
+            "<b>Mouse</b>: left click = positive point · right click or Shift+click = negative "
+            "point · drag = box · Alt+click = select an accepted defect · wheel = zoom · "
+            "middle or Ctrl+drag = pan")
+        mouse.setWordWrap(True)
+        layout.addWidget(mouse)
+        self.table = QTableWidget(len(rows), 3)
+        self.table.setHorizontalHeaderLabels(("Action", "Keys", "Settings name"))
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(QFontMetrics(self.font()).height() + 6)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        for i, row in enumerate(rows):
+            for j, text in enumerate(row):
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        layout.addWidget(self.table, 1)
+        note = QLabel(f"Change a shortcut in the [shortcuts] group of {settings_file}, e.g. "
+                      "<tt>finish=Ctrl+Return</tt> (an empty value removes it), then restart.")
+        note.setWordWrap(True)
+        note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(note)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.resize(620, 720)
+
+
 class MainWindow(QMainWindow):
+    """The window; every action is a named QAction (actions_by_name) in a menu, most in the
+    toolbar, with keys from the settings file's [shortcuts] group or the defaults."""
+
     def __init__(self, options: GuiOptions | None = None, *,
                  engine_factory: Callable[[], object] | None = None,
                  settings: Settings | None = None) -> None:
@@ -145,9 +243,12 @@ class MainWindow(QMainWindow):
         self.folder: Path | None = None
         self.paths: list[Path] = []
         self.current: Path | None = None
+        self.recipe_path: Path | None = None
         self._engine_factory_used_fallback = False
+        self.actions_by_name: dict[str, QAction] = {}
 
         self.messages = MessageBar()
+        self.recipe_banner = MessageBar()
         self.store = self._open_store()
         self.autosave = Autosave(self.store, None, Station(self.options.operator,
                                                            self.options.station,
@@ -161,6 +262,7 @@ class MainWindow(QMainWindow):
         self._build_layout()
         self._build_status_bar()
         self._build_actions()
+        self._build_menus()
         self._connect()
         self._restore_window()
 
@@ -172,6 +274,7 @@ class MainWindow(QMainWindow):
             self.open_folder(Path(folder))
         elif self.autosave.recipe is None and self.settings.last_recipe is not None:
             self.load_recipe(self.settings.last_recipe)
+        self._refresh_defects()
 
     # ------------------------------------------------------------------ construction
     def _open_store(self) -> InspectionStore:
@@ -196,6 +299,7 @@ class MainWindow(QMainWindow):
         col = QVBoxLayout(central)
         col.setContentsMargins(0, 0, 0, 0)
         col.setSpacing(0)
+        col.addWidget(self.recipe_banner)
         col.addWidget(self.messages)
         col.addWidget(self.canvas, 1)
         self.setCentralWidget(central)
@@ -207,11 +311,12 @@ class MainWindow(QMainWindow):
         right.setObjectName("defect_dock")
         right.setWidget(self.panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, right)
+        self.docks = (left, right)
         self.resize(1400, 900)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
-        self.engine_label = QLabel("loading engine…")
+        self.engine_label = ElidedLabel("loading engine…")
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)  # busy: the encoder reports no steps
         self.progress.setMaximumWidth(160)
@@ -228,49 +333,95 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.latency_label)
         bar.addPermanentWidget(self.engine_label)
 
-    def _action(self, text: str, keys, slot, tip: str = "") -> QAction:
+    def _action(self, name: str, text: str, keys, slot, tip: str = "") -> QAction:
+        """An action with its default keys, unless the settings file's [shortcuts] group sets
+        its own (labelme-style)."""
+        defaults = tuple(QKeySequence(k).toString(QKeySequence.SequenceFormat.PortableText)
+                         if isinstance(k, QKeySequence.StandardKey) else str(k)
+                         for k in (keys if isinstance(keys, list | tuple) else
+                                   ([keys] if keys else [])))
+        configured = self.settings.shortcuts(name)
+        chosen = defaults if configured is None else tuple(configured)
         action = QAction(text, self)
-        if keys:
-            seqs = [QKeySequence(k) for k in (keys if isinstance(keys, list | tuple) else [keys])]
-            action.setShortcuts(seqs)
-        action.setToolTip(f"{tip or text} ({', '.join(s.toString() for s in action.shortcuts())})"
-                          if keys else tip or text)
+        action.setObjectName(name)
+        if chosen:
+            action.setShortcuts([QKeySequence(k) for k in chosen])
+        shown = ", ".join(s.toString(QKeySequence.SequenceFormat.NativeText)
+                          for s in action.shortcuts())
+        action.setToolTip(f"{tip or text} ({shown})" if shown else tip or text)
+        action.setStatusTip(tip or text)
         action.triggered.connect(slot)
         self.addAction(action)
+        self.actions_by_name[name] = action
         return action
 
     def _build_actions(self) -> None:
         a = self._action
-        self.act_open = a("Open folder…", QKeySequence.StandardKey.Open, self.choose_folder)
-        self.act_recipe = a("Open recipe…", "Ctrl+R", self.choose_recipe)
-        self.act_prev = a("Previous", ["PgUp", "Left"], self.previous_image, "previous image")
-        self.act_next = a("Next", ["PgDown", "Right"], self.next_image, "next image")
-        self.act_fit = a("Fit", "F", self.canvas.fit, "fit the image to the window")
-        a("Zoom in", ["+", "="], lambda: self.canvas.zoom_by(1.25))
-        a("Zoom out", "-", lambda: self.canvas.zoom_by(0.8))
-        self.act_undo = self.annotator.undo.createUndoAction(self, "Undo")
-        self.act_undo.setShortcuts([QKeySequence.StandardKey.Undo])
-        self.act_redo = self.annotator.undo.createRedoAction(self, "Redo")
-        self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        self.addAction(self.act_undo)
-        self.addAction(self.act_redo)
-        self.act_accept = a("Accept", ["Return", "Enter"], self.annotator.accept,
-                            "accept the mask(s) as defects")
-        self.act_clear = a("Clear", "Esc", self.annotator.clear_prompts, "clear the prompts")
-        self.act_finish = a("Finish", ["Ctrl+Return", "Ctrl+Enter"], self.finish_and_next,
-                            "store PASS/FAIL and go to the next image")
-        a("Next candidate", "Tab", lambda: self.annotator.cycle(1))
-        a("Previous candidate", "Shift+Tab", lambda: self.annotator.cycle(-1))
-        for c in range(3):
-            a(f"Candidate {c + 1}", str(c + 1), lambda _=False, c=c: self.annotator.choose(c))
-        for k in range(9):
-            a(f"Class {k + 1}", f"Ctrl+{k + 1}", lambda _=False, k=k: self.panel.choose_class(k))
-        a("Delete defect", "Del", self.delete_selected)
-        self.act_export = a("Export…", "Ctrl+E", self.choose_export,
+        self.act_open = a("open_folder", "&Open folder…", QKeySequence.StandardKey.Open,
+                          self.choose_folder, "open a folder of part photos")
+        self.act_recipe = a("open_recipe", "Open &recipe…", "Ctrl+R", self.choose_recipe,
+                            "load the recipe (classes, calibration, tolerances)")
+        self.act_export = a("export", "&Export…", "Ctrl+E", self.choose_export,
                             "export this folder's annotations (COCO JSON + PNG masks)")
-        self.act_report = a("Report…", "Ctrl+Shift+R", self.show_report,
+        self.act_report = a("report", "Re&port…", "Ctrl+Shift+R", self.show_report,
                             "the current image's inspection report (preview, save as PDF)")
-        self.act_about = a("About", None, self.show_about)
+        self.act_quit = a("quit", "&Quit", "Ctrl+Q", self.close, "close the window")
+        self.act_prev = a("previous_image", "&Previous image", ["PgUp", "Left"],
+                          self.previous_image, "previous image")
+        self.act_next = a("next_image", "&Next image", ["PgDown", "Right"], self.next_image,
+                          "next image")
+        self.act_fit = a("fit", "&Fit", "F", self.canvas.fit, "fit the image to the window")
+        self.act_zoom_in = a("zoom_in", "Zoom &in", ["+", "="], lambda: self.canvas.zoom_by(1.25))
+        self.act_zoom_out = a("zoom_out", "Zoom &out", "-", lambda: self.canvas.zoom_by(0.8))
+        # fixed texts (the toolbar must not move as the undo text changes): the step that
+        # would be undone / redone is in the tooltip and the status tip
+        undo = self.annotator.undo
+        self.act_undo = a("undo", "&Undo", QKeySequence.StandardKey.Undo, undo.undo,
+                          "undo the last step")
+        self.act_redo = a("redo", "&Redo", ["Ctrl+Shift+Z", "Ctrl+Y"], undo.redo,
+                          "redo the step undone")
+        undo.canUndoChanged.connect(self.act_undo.setEnabled)
+        undo.canRedoChanged.connect(self.act_redo.setEnabled)
+        undo.undoTextChanged.connect(lambda t: self._step_tip(self.act_undo, "undo", t))
+        undo.redoTextChanged.connect(lambda t: self._step_tip(self.act_redo, "redo", t))
+        self.act_undo.setEnabled(False)
+        self.act_redo.setEnabled(False)
+        self.act_accept = a("accept", "&Accept", ["Return", "Enter"], self.accept_masks,
+                            "accept the mask(s) as defects")
+        self.act_clear = a("clear", "&Clear prompts", "Esc", self.annotator.clear_prompts,
+                           "clear the prompts")
+        self.act_finish = a("finish", "&Finish", ["Ctrl+Return", "Ctrl+Enter"],
+                            self.finish_and_next, "store PASS/FAIL and go to the next image")
+        self.act_no_defects = a("finish_no_defects", "Finish: &no defects",
+                                ["Ctrl+Shift+Return", "Ctrl+Shift+Enter"], self.finish_no_defects,
+                                "record that the image has no defects (PASS) and go on")
+        self.act_delete = a("delete", "&Delete defect", "Del", self.delete_selected,
+                            "delete the selected defect")
+        self.act_next_candidate = a("next_candidate", "Next candidate", "Tab",
+                                    lambda: self.annotator.cycle(1))
+        self.act_prev_candidate = a("previous_candidate", "Previous candidate", "Shift+Tab",
+                                    lambda: self.annotator.cycle(-1))
+        self.candidate_actions = [
+            a(f"candidate_{c + 1}", f"Candidate {c + 1}", str(c + 1),
+              lambda _=False, c=c: self.annotator.choose(c)) for c in range(3)]
+        self.class_actions = [
+            a(f"class_{k + 1}", f"Class {k + 1}", f"Ctrl+{k + 1}",
+              lambda _=False, k=k: self.panel.choose_class(k)) for k in range(9)]
+        self.act_prompts = a("toggle_prompts", "Show &prompt markers", "H",
+                             self._toggle_prompts, "show or hide the click and box markers")
+        self.act_prompts.setCheckable(True)
+        self.act_prompts.setChecked(True)
+        self.act_zones = a("toggle_zones", "Show &zones and datum", "Z", self._toggle_zones,
+                           "show or hide the recipe's forbidden zones and datum")
+        self.act_zones.setCheckable(True)
+        self.act_zones.setChecked(True)
+        self.act_select = a("select_mode", "&Select mode", "S", self._toggle_select,
+                            "clicks select accepted defects instead of adding points "
+                            "(Alt+click always selects)")
+        self.act_select.setCheckable(True)
+        self.act_shortcuts = a("shortcuts", "&Keyboard shortcuts", "F1", self.show_shortcuts,
+                               "every shortcut, and how to change them")
+        self.act_about = a("about", "&About", None, self.show_about)
 
         tools = QToolBar("Main", self)
         tools.setObjectName("main_toolbar")
@@ -292,9 +443,70 @@ class MainWindow(QMainWindow):
         self.auto_wl = QPushButton("Auto")
         self.auto_wl.setEnabled(False)
         tools.addWidget(self.auto_wl)
-        tools.addSeparator()
-        tools.addAction(self.act_about)
         self.addToolBar(tools)
+        self.toolbar = tools
+        for act in tools.actions():  # equal-width buttons that never move
+            button = tools.widgetForAction(act)
+            if isinstance(button, QToolButton):
+                button.setFixedWidth(max(button.sizeHint().width(), 64))
+
+    def _step_tip(self, action: QAction, verb: str, step: str) -> None:
+        keys = ", ".join(s.toString(QKeySequence.SequenceFormat.NativeText)
+                         for s in action.shortcuts())
+        what = f"{verb} {step}" if step else f"nothing to {verb}"
+        action.setToolTip(f"{what} ({keys})" if keys else what)
+        action.setStatusTip(what)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file = bar.addMenu("&File")
+        for act in (self.act_open, self.act_recipe, None, self.act_export, self.act_report, None,
+                    self.act_quit):
+            file.addSeparator() if act is None else file.addAction(act)
+        edit = bar.addMenu("&Edit")
+        for act in (self.act_undo, self.act_redo, None, self.act_accept, self.act_clear,
+                    self.act_delete, None, self.act_next_candidate, self.act_prev_candidate,
+                    *self.candidate_actions, None, self.act_finish, self.act_no_defects):
+            edit.addSeparator() if act is None else edit.addAction(act)
+        self.class_menu = edit.addMenu("Defect &class")
+        view = bar.addMenu("&View")
+        for act in (self.act_prev, self.act_next, None, self.act_fit, self.act_zoom_in,
+                    self.act_zoom_out, None, self.act_prompts, self.act_zones, self.act_select,
+                    None, *(d.toggleViewAction() for d in self.docks)):
+            view.addSeparator() if act is None else view.addAction(act)
+        helpm = bar.addMenu("&Help")
+        helpm.addAction(self.act_shortcuts)
+        helpm.addAction(self.act_about)
+        self._update_class_menu()
+
+    def _update_class_menu(self) -> None:
+        """Class actions say which class each Ctrl+k picks (the recipe's classes)."""
+        self.class_menu.clear()
+        names = self.autosave.class_names
+        for k, act in enumerate(self.class_actions):
+            if k < len(names):
+                act.setText(f"{k + 1} {names[k]}")
+                act.setEnabled(True)
+                self.class_menu.addAction(act)
+            else:
+                act.setText(f"Class {k + 1}")
+                act.setEnabled(False)
+
+    def shortcut_rows(self) -> list[tuple[str, str, str]]:
+        """(action, keys, settings name) of every action with a shortcut or a menu entry."""
+        rows = []
+        for name, act in self.actions_by_name.items():
+            keys = ", ".join(s.toString(QKeySequence.SequenceFormat.NativeText)
+                             for s in act.shortcuts())
+            rows.append((act.text().replace("&", ""), keys or "–", name))
+        return rows
+
+    def show_shortcuts(self) -> ShortcutSheet:
+        sheet = ShortcutSheet(self.shortcut_rows(), self.settings.file_name, self)
+        sheet.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        sheet.show()
+        self.shortcut_sheet = sheet
+        return sheet
 
     def _connect(self) -> None:
         h, an = self.host, self.annotator
@@ -309,15 +521,18 @@ class MainWindow(QMainWindow):
         self.canvas.boxDrawn.connect(an.add_box)
         self.canvas.cycleRequested.connect(an.cycle)
         self.canvas.hovered.connect(self._on_hover)
+        self.canvas.defectClicked.connect(self.select_defect)
         an.candidateInfo.connect(self.panel.candidate.setText)
         an.defectsUpdated.connect(self._refresh_defects)
         an.statusChanged.connect(self.folder_list.set_status)
-        an.message.connect(self.messages.show_message)
+        an.message.connect(lambda text: self.messages.show_message(text, scope=IMAGE))
         an.latency.connect(self._on_latency)
+        an.saved.connect(self._on_saved)
         self.folder_list.activatedPath.connect(self.go_to)
         self.panel.classChosen.connect(self._on_class)
         self.panel.applyClass.connect(self._apply_class)
-        self.panel.deleteRequested.connect(self._delete_row)
+        self.panel.deleteRequested.connect(self._delete_number)
+        self.panel.selectedChanged.connect(self._on_selected)
         self.window_spin.valueChanged.connect(self._on_window)
         self.level_spin.valueChanged.connect(self._on_window)
         self.auto_wl.clicked.connect(self._auto_window)
@@ -329,11 +544,19 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
 
+    def ask(self, title: str, text: str, yes: str, no: str = "Cancel") -> bool:
+        """A question the inspector must answer (modal): True for `yes`."""
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
+        yes_button = box.addButton(yes, QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(no, QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(yes_button)
+        box.exec()
+        return box.clickedButton() is yes_button
+
     # ------------------------------------------------------------------ engine
     def _on_engine(self, engine) -> None:
         self.autosave.engine = engine.info
         self.engine_label.setText(f"engine {engine.info.describe()}")
-        self.engine_label.setToolTip(engine.info.describe())
 
     def _on_engine_failed(self, message: str) -> None:
         self.messages.show_message(message)
@@ -350,15 +573,57 @@ class MainWindow(QMainWindow):
         except (SamEngineError, OSError) as exc:
             self.messages.show_message(f"recipe not loaded: {exc}")
             return None
-        self.autosave.set_recipe(recipe)
+        self._use_recipe(recipe, Path(path))
         self.settings.last_recipe = path
-        self.panel.set_classes(self.autosave.class_names)
-        self.annotator.current_class = self.panel.current_class()
-        self.panel.note.setText(f"recipe {recipe.name} {recipe.version}"
-                                + (f" · {self.autosave.calibration_note}"
-                                   if self.autosave.calibration_note else ""))
-        self._refresh_defects()
         return recipe
+
+    def _use_recipe(self, recipe: Recipe | None, path: Path | None) -> None:
+        self.autosave.set_recipe(recipe)
+        self.recipe_path = path
+        self.panel.set_classes(self.autosave.class_names)
+        self._update_class_menu()
+        self.annotator.current_class = self.panel.current_class()
+        if recipe is None:
+            self.panel.note.setText(f"no recipe · {self.autosave.calibration_note}")
+            self.canvas.set_overlay(Overlay())
+        else:
+            self.panel.note.setText(f"recipe {recipe.name} {recipe.version}"
+                                    + (f" · {self.autosave.calibration_note}"
+                                       if self.autosave.calibration_note else ""))
+            datum = None if recipe.datum is None else (
+                recipe.datum.kind, tuple(tuple(map(float, p)) for p in recipe.datum.points))
+            self.canvas.set_overlay(Overlay(
+                tuple((z.name, tuple(tuple(map(float, p)) for p in z.polygon))
+                      for z in recipe.zones), datum))
+        self.annotator.defects_changed()
+
+    def _recipe_banner_for(self, folder: Path, own: Path | None) -> None:
+        """Say which recipe judges this folder when it brings none, and let the inspector
+        choose: a recipe inherited from another folder gives mm values and verdicts from that
+        part's calibration."""
+        if own is not None or self.options.recipe is not None:
+            self.recipe_banner.hide()
+            return
+        choose = ("Choose recipe…", self.choose_recipe)
+        if self.autosave.recipe is None:
+            self.recipe_banner.show_message(
+                f"No recipe in {folder.name}: sizes are in pixels only and any defect fails the "
+                "image.", kind="warning", scope="folder", actions=(choose,))
+            return
+        recipe = self.autosave.recipe
+        self.recipe_banner.show_message(
+            f"No recipe in {folder.name}: using {recipe.name} {recipe.version} "
+            f"({self.recipe_path}); its calibration gives the mm values and its tolerances the "
+            "verdicts. Is it the right one for these parts?", kind="warning", scope="folder",
+            actions=(choose, ("Use no recipe", self.use_no_recipe),
+                     ("Keep it", self.recipe_banner.hide)))
+
+    def use_no_recipe(self) -> None:
+        self._use_recipe(None, None)
+        self.recipe_banner.show_message(
+            "No recipe: sizes are in pixels only and any defect fails the image.",
+            kind="warning", scope="folder", actions=(("Choose recipe…", self.choose_recipe),))
+        self._refresh_defects()
 
     # ------------------------------------------------------------------ folder, images
     def open_folder(self, folder: Path) -> None:
@@ -369,11 +634,12 @@ class MainWindow(QMainWindow):
             return
         self.folder, self.paths = Path(folder), paths
         self.settings.last_folder = Path(folder).resolve()
+        own = folder_recipe(Path(folder))
         if self.options.recipe is None:  # a recipe in the folder wins over the last one used
-            recipe = folder_recipe(Path(folder)) or (
-                self.settings.last_recipe if self.autosave.recipe is None else None)
+            recipe = own or (self.settings.last_recipe if self.autosave.recipe is None else None)
             if recipe is not None:
                 self.load_recipe(recipe)
+        self._recipe_banner_for(Path(folder), own)
         self.setWindowTitle(f"sam-inspect — {folder}")
         try:
             statuses = self.autosave.statuses(paths)
@@ -387,14 +653,21 @@ class MainWindow(QMainWindow):
                                        ".bmp files)")
             self.annotator.clear_image()
             return
-        todo = next((p for p in paths if statuses.get(p) not in ("PASS", "FAIL")), paths[0])
+        by_key = {p.resolve(): p for p in paths}
+        last = self.settings.last_image
+        todo = by_key.get(last.resolve()) if last is not None else None
+        todo = todo or next((p for p in paths if statuses.get(p) not in ("PASS", "FAIL")),
+                            paths[0])
         self.go_to(todo)
 
     def go_to(self, path: Path) -> None:
         if path == self.current and self.annotator.path == path:
             return
+        self.messages.clear_scope(IMAGE)  # an error about the previous image is stale now
         self.current = path
+        self.settings.last_image = path.resolve()
         self.folder_list.select(path)
+        self.panel.choose_class(0)  # the class of the last image's defects does not carry over
         prepared = self.host.open(path)
         if prepared is not None:
             self._show(path, prepared.image)
@@ -442,19 +715,22 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(f"{path.name}: embedding {prepared.encode_ms:.0f} ms{cached}")
 
     def _on_failed(self, path: Path, message: str) -> None:
-        self.messages.show_message(message)
         self.folder_list.set_status(path, "unreadable")
         if path == self.current:
+            self.messages.show_message(message, scope=IMAGE)
             self.annotator.clear_image()
             self.panel.candidate.setText("")
 
     def _on_busy(self, path: Path | None) -> None:
+        """The encoder's state, as it is now (cleared when it goes idle)."""
         current = path is not None and path == self.current
         self.progress.setVisible(current)
         if current:
             self.progress_label.setText(f"computing the embedding of {path.name}…")
         elif path is not None:
             self.progress_label.setText(f"prefetching {path.name}…")
+        elif self.progress_label.text().startswith(("prefetching", "computing")):
+            self.progress_label.setText("ready" if self.annotator.prepared is not None else "")
 
     # ------------------------------------------------------------------ window / level
     def _set_window_spins(self, window: float, level: float) -> None:
@@ -471,37 +747,108 @@ class MainWindow(QMainWindow):
             self._set_window_spins(*auto_window(self.annotator.image.display))
             self._on_window()
 
+    # ------------------------------------------------------------------ view toggles
+    def _toggle_prompts(self, checked: bool | None = None) -> None:
+        self.canvas.set_show_prompts(self.act_prompts.isChecked())
+
+    def _toggle_zones(self, checked: bool | None = None) -> None:
+        self.canvas.set_show_zones(self.act_zones.isChecked())
+
+    def _toggle_select(self, checked: bool | None = None) -> None:
+        self.canvas.select_mode = self.act_select.isChecked()
+        self.statusBar().showMessage(
+            "select mode: a click selects an accepted defect (S to add points again)"
+            if self.canvas.select_mode else "point mode: a click adds a point", 4000)
+
     # ------------------------------------------------------------------ defects
     def _on_class(self, name: str) -> None:
         self.annotator.current_class = name
 
-    def _finding_at(self, row: int):
-        findings = self.annotator.findings
-        return findings[row] if 0 <= row < len(findings) else None
-
-    def _apply_class(self, row: int, name: str) -> None:
-        f = self._finding_at(row)
+    def _apply_class(self, number: int, name: str) -> None:
+        f = self.annotator.finding_numbered(number)
         if f is not None:
             self.annotator.set_class(f, name)
 
-    def _delete_row(self, row: int) -> None:
-        f = self._finding_at(row)
+    def _delete_number(self, number: int) -> None:
+        f = self.annotator.finding_numbered(number)
         if f is not None:
             self.annotator.delete(f)
 
     def delete_selected(self) -> None:
-        row = self.panel.selected_row()
-        if row is not None:
-            self._delete_row(row)
+        number = self.panel.selected_number()
+        if number is not None:
+            self._delete_number(number)
+
+    def select_defect(self, number: int | None) -> None:
+        """Select an accepted defect by number (table row, highlight, figures by the badge)."""
+        self.panel.select_number(number)
+        self._on_selected(number)
+
+    def _on_selected(self, number: int | None) -> None:
+        self.canvas.set_selected(number)
+        self._update_badge()
+
+    def accept_masks(self) -> bool:
+        return self.annotator.accept(
+            lambda question: self.ask("Accept a doubtful mask?", question, "Accept anyway"))
 
     def _refresh_defects(self) -> None:
         an = self.annotator
         stored = None if an.inspection is None else an.inspection.verdict
-        live = an.live_verdict() if an.image is not None else None
+        worked = an.image is not None and (an.findings or an.prompted)
+        live = an.live_verdict() if worked else None
         self.panel.show_defects(an.findings, live, stored)
+        self._update_badge()
+
+    def _update_badge(self) -> None:
+        """The big PASS / FAIL on the image, and the selected defect's figures beside it."""
+        an = self.annotator
+        stored = None if an.inspection is None else an.inspection.verdict
+        badge = None
+        if stored is not None:
+            badge = (stored.status, stored.passed)
+        elif an.findings:
+            live = an.live_verdict()
+            badge = (f"{live.status} so far", live.passed)
+        number = self.canvas.selected
+        f = an.finding_numbered(number) if number is not None else None
+        details = [] if f is None else measurement_lines(f, number)
+        verdict = stored or (an.live_verdict() if an.findings else None)
+        if f is not None and verdict is not None:
+            details += [r.message for r in verdict.reasons
+                        if getattr(r, "defect_number", None) == number]
+        if badge is None and details:
+            badge = ("not judged", True)
+        self.canvas.set_verdict_badge(badge, details)
 
     def finish_and_next(self) -> None:
-        if self.annotator.finish() is not None:
+        """Ctrl+Enter: judge and store the image, then the next one. An image nobody prompted
+        on and with no defects is finished only once the inspector confirms it has none."""
+        an = self.annotator
+        if an.image is None:
+            return
+        how = "reviewed"
+        if an.untouched():
+            name = self.current.name if self.current is not None else "this image"
+            if not self.ask("Finish without any defect?",
+                            f"Nothing was marked on {name}. Record it as PASS, with no defects?",
+                            "No defects: PASS"):
+                return
+            how = "no defects confirmed"
+        if an.finish(how) is not None:
+            self.next_image()
+
+    def finish_no_defects(self) -> None:
+        """Ctrl+Shift+Enter: the inspector says the image has no defects (PASS)."""
+        an = self.annotator
+        if an.image is None:
+            return
+        if an.findings:
+            self.messages.show_message(
+                f"{len(an.findings)} defect(s) are marked on this image: delete them first, or "
+                "finish with Ctrl+Enter", kind="warning", scope=IMAGE)
+            return
+        if an.finish("no defects confirmed") is not None:
             self.next_image()
 
     # ------------------------------------------------------------------ misc
@@ -516,54 +863,91 @@ class MainWindow(QMainWindow):
             value = str(int(v)) if np.ndim(v) == 0 else ",".join(str(int(t)) for t in v)
             self.pixel_label.setText(f"x {c} y {r}: {value}")
 
+    def _on_saved(self, ok: bool, message: str) -> None:
+        """The database label says whether the last write reached the disk (it stays red until
+        a write succeeds)."""
+        if ok:
+            self.db_label.setText(f"saving to {Path(self.db_location).name}")
+            self.db_label.setStyleSheet("")
+        else:
+            self.db_label.setText("NOT SAVED")
+            self.db_label.setStyleSheet("QLabel { color: white; background: #cf222e; "
+                                        "font-weight: bold; padding: 0 6px; }")
+            self.db_label.setToolTip(f"{message}\ninspection database: {self.db_location}")
+
     def _on_latency(self, decode_ms: float, paint_ms: float) -> None:
         self.latency_label.setText(f"decode {decode_ms:.0f} ms · prompt to mask {paint_ms:.0f} ms")
 
     def choose_folder(self) -> None:
         start = str(self.folder or self.settings.last_folder or Path.home())
-        folder = QFileDialog.getExistingDirectory(self, "Open a folder of part photos", start)
+        folder = get_existing_directory(self, "Open a folder of part photos", start)
         if folder:
             self.open_folder(Path(folder))
 
     def choose_recipe(self) -> None:
-        start = str(self.settings.last_recipe or self.folder or Path.home())
-        path, _ = QFileDialog.getOpenFileName(self, "Open a recipe", start, "Recipes (*.toml)")
+        start = str(self.folder or self.settings.last_recipe or Path.home())
+        path = get_open_file_name(self, "Open a recipe", start, "Recipes (*.toml)")
         if path:
-            self.load_recipe(Path(path))
+            if self.load_recipe(Path(path)) is not None:
+                self.recipe_banner.hide()
+            self._refresh_defects()
 
     def choose_export(self) -> None:
         if self.folder is None:
+            self.messages.show_message("open a folder first (File > Open folder, Ctrl+O)",
+                                       kind="warning")
             return
-        out = QFileDialog.getExistingDirectory(self, "Export annotations to",
-                                               str(self.folder))
-        if out:
-            self.export_to(Path(out))
+        dialog = self.export_dialog()
+        try:
+            if dialog.exec() == QFileDialog.DialogCode.Accepted and dialog.selectedFiles():
+                self.export_to(Path(dialog.selectedFiles()[0]))
+        finally:
+            dialog.deleteLater()
+
+    def export_dialog(self) -> QFileDialog:
+        """The export folder dialog: in "any file" mode it takes a typed name of a folder that
+        does not exist yet (a directory dialog refuses it); export_to creates the folder."""
+        dialog = file_dialog(self, "Export annotations to (a new folder name is created)",
+                             str(self.folder))
+        dialog.setFileMode(QFileDialog.FileMode.AnyFile)
+        dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        dialog.setLabelText(QFileDialog.DialogLabel.Accept, "Export here")
+        return dialog
 
     def export_to(self, out: Path) -> ExportSummary | None:
-        """Write the current folder's stored annotations (COCO JSON + PNG label maps)."""
+        """Write the current folder's stored annotations (COCO JSON + PNG label maps) into
+        `out` (created when it does not exist); the result stays in a banner until closed."""
         try:
+            out.mkdir(parents=True, exist_ok=True)
             inspections = [i for p in self.paths if (i := self.autosave.load(p)) is not None]
             summary = export_folder(inspections, out)
         except (StoreError, OSError) as exc:
-            self.messages.show_message(f"export failed: {exc}")
+            self.messages.show_message(f"export to {out} failed: {exc}")
             return None
-        self.statusBar().showMessage(
-            f"exported {summary.defects} defects of {summary.images} images to "
-            f"{summary.coco_path} and {summary.masks_dir}", 10_000)
+        text = (f"Exported {summary.defects} defects of {summary.images} images to "
+                f"{summary.coco_path} and {summary.masks_dir}")
+        self.messages.show_message(text, kind="info", scope=GLOBAL)
+        self.statusBar().showMessage(text, 10_000)
         return summary
 
     def show_report(self) -> ReportDialog | None:
         """The report panel for the current image, from what the store holds for it."""
-        inspection = None if self.current is None else self.autosave.load(self.current)
+        if self.current is None:
+            self.messages.show_message("no image is open: open a folder of part photos first "
+                                       "(File > Open folder, Ctrl+O)", kind="warning")
+            return None
+        inspection = self.autosave.load(self.current)
         if inspection is None:
             self.messages.show_message("no inspection stored for this image yet: accept a "
-                                       "defect or finish the image (Ctrl+Enter) first")
+                                       "defect or finish the image (Ctrl+Enter) first",
+                                       kind="warning", scope=IMAGE)
             return None
         try:
             dialog = ReportDialog(inspection, self.autosave.recipe, None, self)
         except Exception as exc:  # the window keeps working whatever the report does
-            self.messages.show_message(f"report could not be made: {exc}")
+            self.messages.show_message(f"report could not be made: {exc}", scope=IMAGE)
             return None
+        dialog.folder = self.current.parent  # Save starts in the image's folder
         dialog.open()
         return dialog
 

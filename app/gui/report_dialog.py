@@ -7,7 +7,6 @@ from pathlib import Path
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QLabel,
     QPushButton,
     QTextBrowser,
@@ -15,6 +14,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.findings import Inspection
+from app.gui.file_dialog import get_save_file_name
 from app.recipe import Recipe
 
 FILTERS = "PDF (*.pdf);;HTML (*.html);;Markdown (*.md)"
@@ -22,7 +22,11 @@ FILTERS = "PDF (*.pdf);;HTML (*.html);;Markdown (*.md)"
 
 class ReportDialog(QDialog):
     """Preview of the template report (numbers straight from the stored findings); Save writes
-    it as PDF, HTML or Markdown."""
+    it as PDF, HTML or Markdown. `folder`: where the save dialog starts (None: the current
+    folder). The save dialog never opens the files it lists (app.gui.file_dialog), so showing
+    the folder that holds inspections.db leaves the database's locks alone."""
+
+    folder: Path | None = None
 
     def __init__(self, inspection: Inspection, recipe: Recipe | None, image_root: str | None,
                  parent=None) -> None:
@@ -47,7 +51,8 @@ class ReportDialog(QDialog):
 
     def choose_file(self) -> None:
         name = f"{self.inspection.part_id or 'report'}.pdf"
-        path, _ = QFileDialog.getSaveFileName(self, "Save report", name, FILTERS)
+        start = str(Path(self.folder) / name) if self.folder is not None else name
+        path = get_save_file_name(self, "Save report", start, FILTERS)
         if path:
             self.save(Path(path))
 

@@ -1,5 +1,17 @@
-"""What the window remembers between sessions (QSettings): last folder, recipe, database,
-window geometry."""
+"""What the window remembers between sessions (QSettings): last folder and image, recipe,
+database, window geometry; and the inspector's own keyboard shortcuts.
+
+Shortcuts are configured in the settings file (like labelme's ~/.labelmerc), group
+[shortcuts], one action name per key, e.g. on Linux ~/.config/sam-inspect/sam-inspect-gui.conf:
+
+    [shortcuts]
+    finish=Ctrl+Return
+    accept=Return, Space
+    toggle_prompts=H
+    quit=
+
+An empty value removes the action's shortcut; Help > Keyboard shortcuts (F1) lists the names.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +44,32 @@ class Settings:
     @last_folder.setter
     def last_folder(self, folder: Path) -> None:
         self.q.setValue("last_folder", str(folder))
+
+    @property
+    def last_image(self) -> Path | None:
+        """The image worked on last (the folder reopens there)."""
+        return self._path("last_image")
+
+    @last_image.setter
+    def last_image(self, path: Path) -> None:
+        self.q.setValue("last_image", str(path))
+
+    @property
+    def file_name(self) -> str:
+        """Where these settings live (shown in the shortcut sheet)."""
+        return self.q.fileName()
+
+    def shortcuts(self, name: str) -> list[str] | None:
+        """The configured key sequences of action `name` (portable text, e.g. "Ctrl+Q"), [] to
+        remove its shortcut, None when not configured."""
+        key = f"shortcuts/{name}"
+        if not self.q.contains(key):
+            return None
+        v = self.q.value(key)
+        if v is None:
+            return []
+        items = v if isinstance(v, list) else str(v).split(",")
+        return [str(k).strip() for k in items if str(k).strip() and str(k).strip() != "none"]
 
     @property
     def last_recipe(self) -> Path | None:
