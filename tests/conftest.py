@@ -10,5 +10,31 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    """A factory of shown main windows on a folder (the classic engine unless one is given),
+    each with its own settings file and, unless given, OUT/inspections.db under tmp_path."""
+    from app.gui.main_window import MainWindow
+    from app.gui.options import GuiOptions
+    from app.gui.settings import Settings
+    from sam_engine.classic import ClassicEngine
+
+    def make(folder, engine=None, recipe=None, prefetch=2, settings=None, db=None):
+        eng = engine if engine is not None else ClassicEngine()
+        opts = GuiOptions(folder=folder, db=str(db or tmp_path / "inspections.db"),
+                          recipe=recipe, prefetch=prefetch, operator="tester")
+        w = MainWindow(opts, engine_factory=lambda: eng,
+                       settings=settings or Settings.at(tmp_path / "settings.ini"))
+        qtbot.addWidget(w)
+        w.show()
+        qtbot.waitExposed(w)
+        w.activateWindow()
+        return w
+
+    return make

@@ -14,10 +14,8 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QPointF, QRectF, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication, QLineEdit, QToolButton  # noqa: E402
 
-from app.gui.main_window import MainWindow  # noqa: E402
 from app.gui.options import GuiOptions  # noqa: E402
 from app.gui.settings import Settings  # noqa: E402
-from sam_engine.classic import ClassicEngine  # noqa: E402
 from tests.gui_support import (  # noqa: E402
     DEFECT,
     WAIT_MS,
@@ -38,23 +36,6 @@ THREE = ((20, 60, 60, 90), (120, 80, 170, 110), (280, 150, 320, 200))
 STRICT = ('schema_version = 1\n[part]\nname = "strict"\nversion = "2"\n'
           "[calibration]\nmm_per_px = 0.1\n[classes.pit]\nmax_area_mm2 = 1.0\n"
           "[classes.scratch]\nmax_length_mm = 1.0\n")
-
-
-@pytest.fixture
-def make_window(qtbot, tmp_path):
-    def make(folder, engine=None, recipe=None, prefetch=2, settings=None, db=None):
-        eng = engine if engine is not None else ClassicEngine()
-        opts = GuiOptions(folder=folder, db=str(db or tmp_path / "inspections.db"),
-                          recipe=recipe, prefetch=prefetch, operator="tester")
-        w = MainWindow(opts, engine_factory=lambda: eng,
-                       settings=settings or Settings.at(tmp_path / "settings.ini"))
-        qtbot.addWidget(w)
-        w.show()
-        qtbot.waitExposed(w)
-        w.activateWindow()
-        return w
-
-    return make
 
 
 def three_defect_folder(tmp_path) -> Path:

@@ -22,55 +22,17 @@ from app.gui.settings import Settings  # noqa: E402
 from sam_engine.classic import ClassicEngine  # noqa: E402
 from tests.gui_support import (  # noqa: E402
     DEFECT,
+    WAIT_MS,
     CountingEngine,
+    click,
+    drag_box,
     tiny_sam_engine,
+    wait_mask,
+    wait_ready,
     write_folder,
 )
 
-WAIT_MS = 30_000
 DEMO_RECIPE = Path(__file__).resolve().parents[1] / "samples" / "recipes" / "demo_part.toml"
-
-
-@pytest.fixture
-def make_window(qtbot, tmp_path):
-    def make(folder, engine=None, db=None, recipe=None, prefetch=2):
-        eng = engine if engine is not None else ClassicEngine()
-        opts = GuiOptions(folder=folder, db=str(db or tmp_path / "inspections.db"),
-                          recipe=recipe, prefetch=prefetch, operator="tester")
-        w = MainWindow(opts, engine_factory=lambda: eng,
-                       settings=Settings.at(tmp_path / "settings.ini"))
-        qtbot.addWidget(w)
-        w.show()
-        qtbot.waitExposed(w)
-        w.activateWindow()
-        return w
-
-    return make
-
-
-def wait_ready(qtbot, w):
-    qtbot.waitUntil(lambda: w.annotator.prepared is not None
-                    and w.annotator.prepared.image.path == w.current, timeout=WAIT_MS)
-
-
-def wait_mask(qtbot, w):
-    qtbot.waitUntil(lambda: w.annotator.active is not None
-                    and w.annotator.session.candidate(w.annotator.active) is not None,
-                    timeout=WAIT_MS)
-
-
-def drag_box(qtbot, w, x0, y0, x1, y1):
-    vp = w.canvas.viewport()
-    a, b = w.canvas.view_pos_of(x0, y0), w.canvas.view_pos_of(x1, y1)
-    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=a)
-    qtbot.mouseMove(vp, a + QPoint(10, 10))
-    qtbot.mouseMove(vp, b)
-    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=b)
-
-
-def click(qtbot, w, x, y, button=Qt.MouseButton.LeftButton, mods=Qt.KeyboardModifier.NoModifier):
-    pos = w.canvas.view_pos_of(x, y)
-    qtbot.mouseClick(w.canvas.viewport(), button, mods, pos)
 
 
 def iou(a, b):
