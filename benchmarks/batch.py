@@ -30,10 +30,10 @@ from segment_anything import SamPredictor  # noqa: E402
 
 from app.batch import BatchConfig, run_batch  # noqa: E402
 from benchmarks.common import random_sam, write_json  # noqa: E402
-from sam_engine.device import choose_device  # noqa: E402
 from sam_engine.embedding_cache import EmbeddingCache  # noqa: E402
-from sam_engine.sam_backend import SamEngine  # noqa: E402
-from sam_engine.synthetic import make_part  # noqa: E402
+from sam_engine.sam.backend import SamEngine  # noqa: E402
+from sam_engine.sam.device import choose_device  # noqa: E402
+from sam_engine.synthetic.generator import make_part  # noqa: E402
 
 
 def write_folder(folder: Path, n: int, size: tuple[int, int]) -> int:

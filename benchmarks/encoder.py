@@ -31,10 +31,10 @@ from segment_anything import SamPredictor  # noqa: E402
 
 from benchmarks.common import random_sam, write_json  # noqa: E402
 from sam_engine.constants import IMG_SIZE  # noqa: E402
-from sam_engine.device import choose_device  # noqa: E402
 from sam_engine.embedding_cache import EmbeddingCache  # noqa: E402
 from sam_engine.prompts import Prompts  # noqa: E402
-from sam_engine.sam_backend import SamEngine  # noqa: E402
+from sam_engine.sam.backend import SamEngine  # noqa: E402
+from sam_engine.sam.device import choose_device  # noqa: E402
 
 POINTS = [[610.0, 380.0], [300.0, 200.0], [900.0, 600.0]]
 BOXES = [[100, 100, 300, 260], [560, 400, 1100, 720]]
@@ -42,7 +42,7 @@ BOXES = [[100, 100, 300, 260], [560, 400, 1100, 720]]
 
 def images(n: int, h: int = 800, w: int = 1280) -> list[np.ndarray]:
     try:
-        from sam_engine.synthetic import make_part
+        from sam_engine.synthetic.generator import make_part
 
         return [make_part(seed=3 + i, size=(h, w)).image for i in range(n)]
     except ImportError:
@@ -195,7 +195,7 @@ def main() -> None:
         res.setdefault("load_s", {})[key] = time.perf_counter() - t0
         res[key], res[key + "_forward"] = {}, {}
         res.setdefault("engine_note", {})[key] = engines[key].info.note
-    from sam_engine.encoder_fast import _CHOICE
+    from sam_engine.encoders.fast import _CHOICE
 
     res["attention_methods"] = {str(k): v for k, v in _CHOICE.items()}
     res["parity"] = parity(sam, engines["ours"], imgs[0])

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segment_anything import SamPredictor  # noqa: E402
 
 from benchmarks.common import random_sam, write_json  # noqa: E402
-from sam_engine.device import choose_device  # noqa: E402
 from sam_engine.embedding_cache import EmbeddingCache  # noqa: E402
 from sam_engine.prompts import Prompts  # noqa: E402
-from sam_engine.sam_backend import SamEngine  # noqa: E402
+from sam_engine.sam.backend import SamEngine  # noqa: E402
+from sam_engine.sam.device import choose_device  # noqa: E402
 
 BOXES = np.array(
     [[100, 100, 300, 260], [420, 90, 640, 300], [700, 120, 900, 330], [120, 420, 380, 640],
@@ -56,7 +56,7 @@ def pct(xs: list[float], q: float) -> float:
 
 def test_image(h: int = 800, w: int = 1280) -> np.ndarray:
     try:
-        from sam_engine.synthetic import make_part
+        from sam_engine.synthetic.generator import make_part
 
         return make_part(seed=3, size=(h, w)).image
     except ImportError:  # generator not installed: a textured random image is as good for speed

@@ -1,6 +1,7 @@
 """Fault injection: bad inputs, corrupt files, kills and concurrent writers against the real CLI.
 
-Every scenario runs `python -m app.cli ...` (or `app.line_main` for ONNX) as a subprocess on small
+Every scenario runs `python -m app.shell.cli ...` (or `app.shell.line_main` for ONNX) as a
+subprocess on small
 synthetic parts with the classic engine (a random-weight MobileSAM vit_t for checkpoints and the
 embedding cache, a tiny random SAM exported to ONNX for the ONNX files), and is classified as:
 
@@ -65,9 +66,9 @@ class Proc:
         return self.stdout + "\n" + self.stderr
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, module: str = "app.cli",
+def run_cli(args: list[str], env: dict[str, str] | None = None, module: str = "app.shell.cli",
             wait: bool = True) -> Proc | subprocess.Popen:
-    """`python -m app.cli ARGS` in the repository, with `env` added to a clean environment."""
+    """`python -m app.shell.cli ARGS` in the repository, with `env` added to a clean environment."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("SAM_INSPECT_")}
     full.update(PYTHONPATH=str(REPO), QT_QPA_PLATFORM="offscreen", **(env or {}))
     cmd = [sys.executable, "-m", module, *map(str, args)]
@@ -144,7 +145,7 @@ class Workspace:
         import cv2
         import numpy as np
 
-        from sam_engine.synthetic import make_part
+        from sam_engine.synthetic.generator import make_part
 
         part = make_part(11, (240, 320), n_defects=2)
         img = cv2.cvtColor(part.image, cv2.COLOR_RGB2BGR)
@@ -763,7 +764,7 @@ def _ckpt_missing(ws, d):
 def _onnx_export(ws: Workspace) -> Path:
     out = ws.root / "onnx_export"
     if not (out / "manifest.json").is_file():
-        from sam_engine.onnx_export import ExportOptions, export_onnx
+        from sam_engine.onnx.export import ExportOptions, export_onnx
         from tests.sam_factory import tiny_sam
 
         export_onnx(tiny_sam(3), "tiny", out, checkpoint_sha256="0" * 64,
@@ -774,7 +775,7 @@ def _onnx_export(ws: Workspace) -> Path:
 def _line(ws: Workspace, d: Path, models: Path) -> Proc:
     img, box = ws.part_image(d)
     return run_cli([img, "--models", models, "--box", box, "--out", d / "out"],
-                   module="app.line_main")
+                   module="app.shell.line_main")
 
 
 def _onnx_files(models: Path) -> list[str]:

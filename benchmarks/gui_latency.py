@@ -47,7 +47,7 @@ def build_engine(model: str, click_decoder: str = "auto"):
     import torch
 
     from sam_engine.embedding_cache import EmbeddingCache
-    from sam_engine.sam_backend import SamEngine
+    from sam_engine.sam.backend import SamEngine
 
     torch.manual_seed(0)  # the same random weights, hence the same masks, in every run
     if model == "tiny":
@@ -66,7 +66,7 @@ def build_engine(model: str, click_decoder: str = "auto"):
 def write_images(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
     import cv2
 
-    from sam_engine.synthetic import make_part
+    from sam_engine.synthetic.generator import make_part
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

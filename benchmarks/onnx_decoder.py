@@ -7,7 +7,7 @@ image embedding: the decoder's speed does not depend on the weights' values. Ima
 (H x W); every variant delivers full-resolution output: Meta's graph upsamples its 4 candidates
 inside; ours return low-res logits and the runtime upsamples only the chosen candidate's window
 (upsample_np), as OnnxEngine does. onnxruntime CPU, 2 intra-op threads, the runtime's session
-options for every variant (sam_engine.onnx_runtime.session_options; --spin lets idle threads
+options for every variant (sam_engine.onnx.runtime.session_options; --spin lets idle threads
 busy-wait). Timings: p50 and p99 wall time over --reps calls, variants interleaved in a random
 order per round so load from other processes hits all alike, and the p50 CPU time of the
 process per call (less sensitive to such load). IoU columns compare the chosen full-size mask of
@@ -34,14 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segment_anything import sam_model_registry  # noqa: E402
 
 from benchmarks.common import write_json  # noqa: E402
-from sam_engine.onnx_export import ExportOptions, export_graphs, random_prompts  # noqa: E402
-from sam_engine.onnx_runtime import (  # noqa: E402
+from sam_engine.onnx.export import ExportOptions, export_graphs, random_prompts  # noqa: E402
+from sam_engine.onnx.runtime import (  # noqa: E402
     prompt_arrays,
     run_fast_decoder,
     session_options,
 )
 from sam_engine.prompts import Prompts, validate_prompts  # noqa: E402
-from sam_engine.sam_backend import SamEngine  # noqa: E402
+from sam_engine.sam.backend import SamEngine  # noqa: E402
 from sam_engine.upsample_np import NumpyMaskUpsampler  # noqa: E402
 
 SIZE = (768, 1024)

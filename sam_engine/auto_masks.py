@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .prompts import Prompts
-from .results import ImageHandle
+from sam_engine.prompts import Prompts
+from sam_engine.results import ImageHandle
 
 
 @dataclass(frozen=True)

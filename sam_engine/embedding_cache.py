@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import PREPROCESS_VERSION
-from .errors import CacheError
+from sam_engine.constants import PREPROCESS_VERSION
+from sam_engine.errors import CacheError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .prompts import Prompts
-from .results import EngineInfo, ImageHandle, Masks
+from sam_engine.prompts import Prompts
+from sam_engine.results import EngineInfo, ImageHandle, Masks
 
 
 @runtime_checkable

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .engine import Engine
-from .errors import SamEngineError
+from sam_engine.engine import Engine
+from sam_engine.errors import SamEngineError
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def load_engine(
         raise TypeError(f"options {sorted(onnx_options)} apply to engine='onnx' only")
     if engine == "classic":
         return _classic(cache)
-    from .device import choose_device
-    from .registry import find_checkpoint
+    from sam_engine.sam.device import choose_device
+    from sam_engine.weights.registry import find_checkpoint
 
     choice = choose_device(device, precision)
     if checkpoint is None and model is None:
@@ -86,9 +86,9 @@ def _sam(model: str, checkpoint, choice, cache, disk_cache: bool, expected: str 
          allow_unverified: bool) -> Engine:
     from dataclasses import replace
 
-    from .checkpoint import load_sam_checked
-    from .embedding_cache import EmbeddingCache, default_cache_dir
-    from .sam_backend import SamEngine
+    from sam_engine.embedding_cache import EmbeddingCache, default_cache_dir
+    from sam_engine.sam.backend import SamEngine
+    from sam_engine.weights.checkpoint import load_sam_checked
 
     if cache is None:
         cache = EmbeddingCache(disk_dir=default_cache_dir() if disk_cache else None,
@@ -113,13 +113,13 @@ def _onnx(models_dir, cache, options: dict) -> Engine:
     if models_dir is None:
         raise SamEngineError("engine 'onnx' needs models_dir: the folder written by "
                              "`sam-inspect export-onnx --model NAME --out DIR`")
-    from .onnx_runtime import OnnxEngine  # numpy + onnxruntime + OpenCV only
+    from sam_engine.onnx.runtime import OnnxEngine  # numpy + onnxruntime + OpenCV only
 
     return OnnxEngine(models_dir, cache=cache, **options)
 
 
 def _classic(cache, note: str = "") -> Engine:
-    from .classic import ClassicEngine
+    from sam_engine.classic import ClassicEngine
 
     eng = ClassicEngine(cache=cache)
     if note:

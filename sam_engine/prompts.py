@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import LOW_RES_SIZE
-from .errors import PromptError
+from sam_engine.constants import LOW_RES_SIZE
+from sam_engine.errors import PromptError
 
 
 @dataclass(frozen=True)

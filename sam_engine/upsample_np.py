@@ -18,7 +18,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .constants import IMG_SIZE, LOW_RES_SIZE, MASK_THRESHOLD
+from sam_engine.constants import IMG_SIZE, LOW_RES_SIZE, MASK_THRESHOLD
 
 _DENSE_WINDOW_LIMIT = 24_000_000  # multiply-adds; above this, two full-frame OpenCV resizes
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sam_engine.synthetic import make_part
+from sam_engine.synthetic.generator import make_part
 
 SIZE = (240, 320)  # small parts keep the tests fast
 

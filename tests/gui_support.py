@@ -61,7 +61,7 @@ def tiny_sam_engine():
     """A random-weight tiny SAM with a memory-only cache, and a function giving the number of
     encoder runs so far (embedding cache misses: every miss runs the encoder once)."""
     from sam_engine.embedding_cache import EmbeddingCache
-    from sam_engine.sam_backend import SamEngine
+    from sam_engine.sam.backend import SamEngine
     from tests.sam_factory import tiny_sam
 
     engine = SamEngine(tiny_sam(0), "tiny", device="cpu", cache=EmbeddingCache())

@@ -8,7 +8,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from sam_engine.onnx_export import ExportOptions, ExportResult, export_onnx
+from sam_engine.onnx.export import ExportOptions, ExportResult, export_onnx
 from tests.sam_factory import tiny_sam
 
 SEED = 3

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import cv2
 
-from app.findings import FAIL, Finding, Inspection, Reason, Verdict
-from app.measure import Measurements, measure
-from app.recipe import load_recipe
-from app.verdict import judge
+from app.inspection.findings import FAIL, Finding, Inspection, Reason, Verdict
+from app.inspection.measure import Measurements, measure
+from app.inspection.recipe import load_recipe
+from app.inspection.verdict import judge
 from sam_engine.image_io import image_digest, load_image
 
 REPO = Path(__file__).resolve().parents[1]

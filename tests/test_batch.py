@@ -16,9 +16,9 @@ from app.batch import BatchConfig, run_batch
 from app.batch.discovery import find_images
 from app.batch.prompt_files import PromptFileError, read_json_prompts, read_yolo_prompts
 from app.batch.runner import BatchError
-from app.cli import main as cli_main
-from app.findings import rle_to_mask
-from app.recipe import parse_recipe
+from app.inspection.findings import rle_to_mask
+from app.inspection.recipe import parse_recipe
+from app.shell.cli import main as cli_main
 from app.store import InspectionStore
 from sam_engine.classic import ClassicEngine
 from sam_engine.image_io import load_image
@@ -322,7 +322,7 @@ def test_pipeline_uses_prepare_and_batched_encoder_when_present(tmp_path):
 
 def test_sam_engine_plumbing_with_a_tiny_random_sam(tmp_path):
     from sam_engine.embedding_cache import EmbeddingCache
-    from sam_engine.sam_backend import SamEngine
+    from sam_engine.sam.backend import SamEngine
     from tests.sam_factory import tiny_sam
 
     write_parts(tmp_path / "in", 2)

@@ -87,7 +87,7 @@ def test_grid_covers_the_image():
 
 def test_batch_auto_with_a_tiny_random_sam(tmp_path):
     from sam_engine.embedding_cache import EmbeddingCache
-    from sam_engine.sam_backend import SamEngine
+    from sam_engine.sam.backend import SamEngine
     from tests.sam_factory import tiny_sam
 
     write_parts(tmp_path / "in", 1)

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import atomic_write
 from app.batch import BatchConfig, run_batch
 from app.batch.out_folder import LOCK_NAME, OutputLock
 from app.batch.runner import BatchError
-from app.cli import main as cli_main
-from app.measure import Calibration, CalibrationError, measure
-from app.recipe import RecipeError, parse_recipe
+from app.inspection.measure import Calibration, CalibrationError, measure
+from app.inspection.recipe import RecipeError, parse_recipe
+from app.outputs import atomic_write
+from app.shell.cli import main as cli_main
 from tests.batch_data import SIZE, write_parts
 
 RECIPE = """
@@ -165,7 +165,7 @@ def test_yolo_box_entirely_outside_the_image_fails(tmp_path):
     # YOLO values are checked to lie in 0..1, so only a recipe's relative box can lie outside;
     # the check is exercised on the function the pipeline uses
     from app.batch.inspect_image import InspectError, image_prompts
-    from app.recipe import PromptSpec
+    from app.inspection.recipe import PromptSpec
 
     spec = PromptSpec("pit", (1.2, 0.1, 1.5, 0.3), frame="relative")
     with pytest.raises(InspectError, match=r"r\.toml: prompt 3 \(pit, box \[1\.2, 0\.1, 1\.5, "

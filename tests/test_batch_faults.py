@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from app.atomic_write import is_temporary
 from app.batch import BatchConfig, run_batch
 from app.batch.faults import ENV, STEPS
+from app.outputs.atomic_write import is_temporary
 from tests.batch_data import write_parts
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,10 +13,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from sam_engine import checkpoint, file_hash, registry
-from sam_engine.checkpoint import guess_arch, load_sam, verify_checkpoint
 from sam_engine.errors import CheckpointError
-from sam_engine.registry import ModelSpec
+from sam_engine.weights import checkpoint, file_hash, registry
+from sam_engine.weights.checkpoint import guess_arch, load_sam, verify_checkpoint
+from sam_engine.weights.registry import ModelSpec
 from tests.sam_factory import save_state_dict, tiny_sam
 
 
@@ -166,7 +166,7 @@ def test_cached_mismatch_is_caught_without_full_hash(copy, spec):
 def test_unknown_manifest_values_warn_once(copy, spec, caplog):
     path = copy()
     unknown = replace(spec, id="tiny_unknown", size_bytes=None, sha256=None)
-    with caplog.at_level(logging.WARNING, logger="sam_engine.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="sam_engine.weights.checkpoint"):
         verify_checkpoint(path, unknown, full_hash=True)
         verify_checkpoint(path, unknown, full_hash=True)
     warnings = [r.getMessage() for r in caplog.records if "tiny_unknown" in r.getMessage()]

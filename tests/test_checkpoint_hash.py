@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from sam_engine import checkpoint, file_hash, registry
-from sam_engine.checkpoint import (
+from sam_engine.errors import CheckpointError
+from sam_engine.weights import checkpoint, file_hash, registry
+from sam_engine.weights.checkpoint import (
     CheckpointMismatchError,
     check_checkpoint,
     load_sam,
     load_sam_checked,
 )
-from sam_engine.errors import CheckpointError
-from sam_engine.registry import ModelSpec
+from sam_engine.weights.registry import ModelSpec
 from tests.sam_factory import save_state_dict, tiny_sam
 
 

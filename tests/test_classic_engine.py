@@ -227,7 +227,7 @@ def test_click_on_a_line_follows_it(engine):
 def generated(engine):
     """Box and click IoUs (and the box-fill baseline) per kind on 24 generated parts (both
     materials; 192x256 to stay fast). Validation seeds 0-23, none of the tuning seeds."""
-    from sam_engine import synthetic
+    from sam_engine.synthetic import generator as synthetic
 
     res: dict[str, list[tuple[float, float, float]]] = {}
     for seed in range(24):

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from app.cli import main
-from sam_engine import registry
+from app.shell.cli import main
+from sam_engine.weights import registry
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +96,7 @@ def test_segment_unwritable_out_fails_before_loading_the_engine(tmp_path, capsys
                                                                  how):
     import os
 
-    from app.commands import segment
+    from app.shell.commands import segment
 
     if how == "file_in_the_way":
         (tmp_path / "blocker").write_text("x")
@@ -125,7 +125,7 @@ def test_segment_negative_prompt_parses_and_is_reported_outside(tmp_path, capsys
 
 
 def test_negative_values_are_glued_only_after_prompt_options():
-    from app.cli_args import glue_negative_values
+    from app.shell.cli_args import glue_negative_values
 
     argv = ["segment", "a.png", "--point", "-5,-5", "--box", "-1,-2,3,4", "--out", "-x",
             "--point", "--multimask"]
@@ -148,9 +148,10 @@ def test_a_command_imports_only_its_own_module(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from app.cli import main; "
+    code = ("import sys; from app.shell.cli import main; "
             f"main(['segment', {str(tmp_path / 'nope.png')!r}, '--box', '0,0,5,5']); "
-            "print(sorted(m for m in ('torch', 'app.commands.export_onnx') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'app.shell.commands.export_onnx') "
+            "if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr

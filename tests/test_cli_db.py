@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from app.commands import db as db_cmd
+from app.shell.commands import db as db_cmd
 from app.store import InspectionStore
 from sam_engine.errors import SamEngineError
 from tests.test_store import make_inspection
@@ -78,7 +78,7 @@ def test_missing_database(tmp_path):
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """The whole command line: exit code, stdout, stderr."""
-    from app.cli import main
+    from app.shell.cli import main
 
     rc = main(argv)
     out = capsys.readouterr()

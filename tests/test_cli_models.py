@@ -1,4 +1,4 @@
-"""`sam-inspect models ...` through the real entry point (app.cli.main)."""
+"""`sam-inspect models ...` through the real entry point (app.shell.cli.main)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app import cli
-from app.cli import main
-from sam_engine import registry
+from app.shell import cli
+from app.shell.cli import main
+from sam_engine.weights import registry
 
 
 @pytest.fixture(autouse=True)

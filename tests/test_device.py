@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from sam_engine import device as device_mod
-from sam_engine.device import DeviceChoice, choose_device
 from sam_engine.errors import SamEngineError
+from sam_engine.sam import device as device_mod
+from sam_engine.sam.device import DeviceChoice, choose_device
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_unsupported_precision_raises(fake):
 
 def test_logged_once_at_info(fake, caplog):
     fake(cuda=0)
-    with caplog.at_level(logging.INFO, logger="sam_engine.device"):
+    with caplog.at_level(logging.INFO, logger="sam_engine.sam.device"):
         choose_device()
         choose_device()
     assert len(caplog.records) == 1 and "cpu" in caplog.records[0].getMessage()

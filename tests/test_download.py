@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from sam_engine import download as dl
-from sam_engine import file_hash
-from sam_engine.download import download, part_path
 from sam_engine.errors import DownloadError
+from sam_engine.weights import download as dl
+from sam_engine.weights import file_hash
+from sam_engine.weights.download import download, part_path
 
 SIZE = 3 * 2**20 + 12345
 PAYLOAD = np.random.default_rng(0).bytes(SIZE)
@@ -140,7 +140,7 @@ def test_server_ignoring_range_restarts(server, tmp_path, caplog):
     server.httpd.honour_range = False
     dest = tmp_path / "model.pth"
     part_path(dest).write_bytes(b"\xff" * MiB)  # wrong bytes: must not survive
-    with caplog.at_level("INFO", logger="sam_engine.download"):
+    with caplog.at_level("INFO", logger="sam_engine.weights.download"):
         download(server.url, dest, SIZE, SHA, progress=False)
     assert server.httpd.ranges == [f"bytes={MiB}-"] and server.httpd.sent == SIZE
     assert dest.read_bytes() == PAYLOAD

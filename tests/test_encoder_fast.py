@@ -1,4 +1,4 @@
-"""The encoder fast path (sam_engine/encoder_fast.py, encoder_tinyvit.py) against Meta's modules.
+"""The encoder fast path (sam_engine/encoders/fast.py, encoder_tinyvit.py) against Meta's modules.
 
 Random weights at full vit_b shapes (whole encoder), vit_h shapes per block (a windowed and a
 global-attention block: a whole vit_h forward takes minutes on a CPU), MobileSAM's TinyViT whole.
@@ -21,7 +21,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from sam_engine.constants import IMG_SIZE
 from sam_engine.embedding_cache import EmbeddingCache
-from sam_engine.encoder_fast import (
+from sam_engine.encoders.fast import (
     FastBlock,
     Float32LayerNorm,
     Float32LayerNorm2d,
@@ -29,11 +29,11 @@ from sam_engine.encoder_fast import (
     rel_pos_sdpa,
     rel_pos_sdpa_folded,
 )
-from sam_engine.encoder_input import encoder_batch, mean_std
-from sam_engine.encoder_windows import merge, partition
+from sam_engine.encoders.input import encoder_batch, mean_std
+from sam_engine.encoders.windows import merge, partition
 from sam_engine.prompts import Prompts
 from sam_engine.results import PreparedImage
-from sam_engine.sam_backend import SamEngine
+from sam_engine.sam.backend import SamEngine
 from tests.sam_factory import tiny_sam
 
 # Tolerances (max |diff| of the embedding, whose values are O(1) after the neck's LayerNorm).
@@ -162,7 +162,7 @@ def test_vit_b_block_bf16(window):
     fast = FastBlock(blk, (64, 64), budget=16 << 20)
     enc = torch.nn.Module()
     enc.blocks = torch.nn.ModuleList([fast])
-    from sam_engine.encoder_fast import _materialise
+    from sam_engine.encoders.fast import _materialise
 
     fast16 = _materialise(enc, torch.bfloat16, torch.device("cpu")).blocks[0]
     with torch.no_grad():
@@ -224,7 +224,7 @@ def test_fp16_block_keeps_layernorm_in_fp32():
                           torch.nn.GELU, use_rel_pos=True, window_size=0, input_size=(16, 16)))
     enc = torch.nn.Module()
     enc.blocks = torch.nn.ModuleList([FastBlock(blk, (16, 16), budget=1 << 20)])
-    from sam_engine.encoder_fast import _fp32_norms, _materialise
+    from sam_engine.encoders.fast import _fp32_norms, _materialise
 
     _fp32_norms(enc, layernorm_too=True)
     fast16 = _materialise(enc, torch.float16, torch.device("cpu")).blocks[0]
@@ -335,7 +335,7 @@ def test_classic_engine_has_the_same_batch_interface():
 
 # ------------------------------------------------------------------ CPU strips (encoder_cpu)
 def _step(cin: int, cout: int, k: int, stride: int, groups: int, gelu: str | None, seed: int):
-    from sam_engine.encoder_cpu import ConvStep
+    from sam_engine.encoders.cpu_strips import ConvStep
 
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(cout, cin // groups, k, k, generator=g) * (2.0 / (cin // groups * k * k)) ** 0.5
@@ -365,7 +365,7 @@ CHAINS = {  # TinyViT's patch embedding, MBConv and patch merging, at odd sizes
 def test_strips_equal_the_whole_chain(name, strip_bytes):
     """run_strips (rows recomputed at strip edges, zero rows at the image border, 1x1 steps as
     GEMMs) gives the chain's output over the whole image, batch items included."""
-    from sam_engine.encoder_cpu import run_strips
+    from sam_engine.encoders.cpu_strips import run_strips
 
     steps = [_step(*spec, seed=i) for i, spec in enumerate(CHAINS[name])]
     x = torch.randn(2, steps[0].weight.shape[1] * steps[0].groups, 37, 29,
@@ -382,7 +382,7 @@ def test_strips_equal_the_whole_chain(name, strip_bytes):
 
 
 def test_chunked_mlp_equals_the_mlp(vit_t):
-    from sam_engine.encoder_cpu import mlp_residual
+    from sam_engine.encoders.cpu_strips import mlp_residual
 
     mlp = vit_t.image_encoder.layers[1].blocks[0].mlp
     x = torch.randn(2, 300, mlp.fc1.in_features, generator=torch.Generator().manual_seed(2))
@@ -395,7 +395,7 @@ def test_chunked_mlp_equals_the_mlp(vit_t):
 
 def test_vit_t_plain_twin_path_still_matches(vit_t, monkeypatch):
     """The twin's path for CUDA / compiled graphs (no strips, no chunks), run on the CPU."""
-    import sam_engine.encoder_tinyvit as tinyvit
+    import sam_engine.encoders.tinyvit as tinyvit
 
     monkeypatch.setattr(tinyvit, "cpu_path", lambda x: False)
     enc = vit_t.image_encoder

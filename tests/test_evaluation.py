@@ -1,4 +1,5 @@
-"""app.evaluation and `sam-inspect eval`: IoU and bbox maths, manifests, the eval command."""
+"""app.inspection.evaluation and `sam-inspect eval`: IoU and bbox maths, manifests, the eval
+command."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from app.commands import eval as eval_cmd
-from app.evaluation import (
+from app.inspection.evaluation import (
     InstanceRow,
     box_fill_mask,
     evaluate,
@@ -23,6 +23,7 @@ from app.evaluation import (
     prompt_for,
     read_manifest,
 )
+from app.shell.commands import eval as eval_cmd
 from sam_engine.classic import ClassicEngine
 from sam_engine.errors import SamEngineError
 from sam_engine.results import EngineInfo, Masks
@@ -188,7 +189,7 @@ def test_eval_command_output(tiny, capsys, prompt):
 
 
 def test_eval_command_on_generated_dataset(tmp_path, capsys):
-    synthetic = pytest.importorskip("sam_engine.synthetic")
+    synthetic = pytest.importorskip("sam_engine.synthetic.generator")
     synthetic.write_dataset(tmp_path, 3, seed=3, size=(192, 256))
     rc, lines = _run_eval(capsys, tmp_path, "--limit", 10)
     m = SUMMARY.match(lines[-1])

@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from app import atomic_write
-from app.findings import Finding, Inspection
-from app.measure import measure
-from app.overlay import findings_label_map, label_map
+from app.inspection.findings import Finding, Inspection
+from app.inspection.measure import measure
+from app.outputs import atomic_write
+from app.outputs.overlay import findings_label_map, label_map
 
 
 @pytest.fixture()
@@ -185,7 +185,7 @@ def _db(tmp_path):
 def _run_db(argv):
     import argparse
 
-    from app.commands import db as db_cmd
+    from app.shell.commands import db as db_cmd
 
     parser = argparse.ArgumentParser(prog="sam-inspect")
     db_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
@@ -288,7 +288,7 @@ def test_db_csv_has_the_defect_number(tmp_path):
 
 
 def test_batch_cli_coco_polygons_option(tmp_path):
-    from app.cli import main as cli_main
+    from app.shell.cli import main as cli_main
     from tests.batch_data import write_parts
 
     write_parts(tmp_path / "in", 2)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from sam_engine import registry
 from sam_engine.errors import CheckpointError, SamEngineError
 from sam_engine.factory import load_engine
 from sam_engine.prompts import Prompts
+from sam_engine.weights import registry
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from sam_engine.fast_decoder import FastMaskDecoder, ImageTerms
+from sam_engine.sam.fast_decoder import FastMaskDecoder, ImageTerms
 from tests.sam_factory import tiny_sam
 
 

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from app.findings import Finding
 from app.gui.autosave import IN_PROGRESS, NOT_STARTED, Autosave, Station, image_key
 from app.gui.export import export_folder
 from app.gui.images import (
@@ -26,7 +25,8 @@ from app.gui.images import (
 from app.gui.mask_geometry import mask_shape
 from app.gui.options import GuiOptions, add_arguments
 from app.gui.session import PromptSession, RegionResult, add_box, add_point
-from app.recipe import load_recipe
+from app.inspection.findings import Finding
+from app.inspection.recipe import load_recipe
 from app.store import InspectionStore
 from sam_engine.errors import ImageError
 from sam_engine.results import Masks
@@ -210,7 +210,7 @@ def test_without_a_recipe_sizes_are_in_pixels_and_any_defect_fails(tmp_path):
 
 
 def test_latest_verdicts_reads_the_newest_inspection_per_image(tmp_path):
-    from app.findings import Inspection, Verdict
+    from app.inspection.findings import Inspection, Verdict
 
     with InspectionStore(tmp_path / "i.db") as store:
         store.add_inspection(Inspection("a.png", "x", verdict=Verdict("FAIL")))
@@ -241,10 +241,11 @@ def test_cli_registers_gui_without_importing_qt():
     import subprocess
     import sys
 
-    from app.cli import COMMANDS
+    from app.shell.cli import COMMANDS
 
     assert "gui" in COMMANDS
-    code = ("import argparse, sys; from app.commands import gui; p = argparse.ArgumentParser(); "
+    code = ("import argparse, sys; from app.shell.commands import gui; "
+            "p = argparse.ArgumentParser(); "
             "gui.add_parser(p.add_subparsers(dest='command')); "
             "a = p.parse_args(['gui', 'f', '--prefetch', '3']); "
             "print(a.command, a.folder, a.prefetch, 'PySide6' in sys.modules)")

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from sam_engine.prompts import Prompts
-from sam_engine.sam_backend import SamEngine
+from sam_engine.sam.backend import SamEngine
 from tests.line_case import write_line_case
 from tests.onnx_models import SEED, exported
 from tests.sam_factory import tiny_sam
@@ -109,7 +109,7 @@ def test_line_command_runs_in_a_clean_env(tmp_path):
     res = json.loads((tmp_path / "out" / "part_result.json").read_text())
     assert r.returncode == (1 if res["verdict"]["status"] == "FAIL" else 0)  # documented codes
     assert str(env_dir) in subprocess.run(  # the command ran our copy, not the checkout
-        [py, "-c", "import app.line_main as m; print(m.__file__)"], capture_output=True,
+        [py, "-c", "import app.shell.line_main as m; print(m.__file__)"], capture_output=True,
         text=True, cwd=tmp_path, env=clean).stdout
     assert res["verdict"]["status"] in ("PASS", "FAIL")
 
@@ -183,7 +183,7 @@ def _box_mask(y0, y1, x0, x1, shape=(60, 80)):
 def _fake_line(tmp_path, monkeypatch, outputs, recipe=True):
     import cv2
 
-    from app import line_main
+    from app.shell import line_main
 
     monkeypatch.setattr(_FakeEngine, "outputs", outputs)
     monkeypatch.setattr(line_main, "OnnxEngine", _FakeEngine)
@@ -239,7 +239,7 @@ def test_result_records_time_hashes_and_format(tmp_path, monkeypatch):
 
 
 def test_unexpected_errors_exit_2_not_1(tmp_path, monkeypatch, capsys):
-    from app import line_main
+    from app.shell import line_main
 
     def crash(*_a, **_kw):
         raise RuntimeError("onnxruntime blew up")
@@ -251,7 +251,7 @@ def test_unexpected_errors_exit_2_not_1(tmp_path, monkeypatch, capsys):
 
 
 def test_help_documents_the_exit_codes(capsys):
-    from app import line_main
+    from app.shell import line_main
 
     with pytest.raises(SystemExit):
         line_main.main(["--help"])
@@ -262,7 +262,7 @@ def test_help_documents_the_exit_codes(capsys):
 def test_real_onnx_models_report_their_checked_sha256(tmp_path):
     import hashlib
 
-    from app.line_main import main
+    from app.shell.line_main import main
 
     models = exported().out_dir
     img, recipe = write_line_case(tmp_path)

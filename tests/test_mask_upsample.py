@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sam_engine.mask_upsample import MaskUpsampler
+from sam_engine.sam.mask_upsample import MaskUpsampler
 
 
 def reference(low: torch.Tensor, input_size, original_size) -> np.ndarray:

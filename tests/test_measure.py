@@ -1,4 +1,5 @@
-"""Measurements of rasterised shapes with known answers, within the tolerances in app.measure."""
+"""Measurements of rasterised shapes with known answers, within the tolerances in
+app.inspection.measure."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from app.measure import Calibration, Datum, Measurements, measure
+from app.inspection.measure import Calibration, Datum, Measurements, measure
 
 
 def grid(size=(300, 300)):
@@ -167,7 +168,7 @@ def test_thickness_and_perimeter_match_their_reference_computations():
     import cv2
     from scipy import ndimage
 
-    from app.measure import perimeter, thickness
+    from app.inspection.measure import perimeter, thickness
 
     for seed in range(4):
         blob = _noisy_blob(seed)

@@ -8,10 +8,10 @@ import hashlib
 
 import pytest
 
-from app import cli
-from app.cli import main
-from app.commands.models import add_checkpoint_check_args, checkpoint_check_options
-from sam_engine import registry
+from app.shell import cli
+from app.shell.cli import main
+from app.shell.commands.models import add_checkpoint_check_args, checkpoint_check_options
+from sam_engine.weights import registry
 from tests.sam_factory import save_state_dict, tiny_sam
 
 

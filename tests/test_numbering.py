@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.findings import FAIL, Finding, Inspection, Reason, Verdict
+from app.inspection.findings import FAIL, Finding, Inspection, Reason, Verdict
 from app.store import InspectionStore
 from app.store.export import coco_from_inspections
 

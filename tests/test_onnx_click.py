@@ -7,10 +7,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from sam_engine import onnx_click  # noqa: E402
 from sam_engine.embedding_cache import EmbeddingCache  # noqa: E402
 from sam_engine.prompts import Prompts  # noqa: E402
-from sam_engine.sam_backend import SamEngine  # noqa: E402
+from sam_engine.sam import click_decoder as onnx_click  # noqa: E402
+from sam_engine.sam.backend import SamEngine  # noqa: E402
 from tests.sam_factory import tiny_sam  # noqa: E402
 
 IMAGE = (np.random.default_rng(0).random((300, 480, 3)) * 255).astype(np.uint8)

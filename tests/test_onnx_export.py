@@ -12,10 +12,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from app.commands import export_onnx as cmd
-from sam_engine import constants, onnx_export, onnx_quantize
-from sam_engine.onnx_graphs import ImageTermsGraph
-from sam_engine.onnx_manifest import OnnxManifest
+from app.shell.commands import export_onnx as cmd
+from sam_engine import constants
+from sam_engine.onnx import export as onnx_export
+from sam_engine.onnx import quantize as onnx_quantize
+from sam_engine.onnx import trace as onnx_trace
+from sam_engine.onnx.graphs import ImageTermsGraph
+from sam_engine.onnx.manifest import OnnxManifest
 from tests.onnx_models import SEED, exported
 from tests.sam_factory import tiny_sam
 
@@ -114,7 +117,7 @@ def test_int8_decoder_keeps_heads_and_prompt_encoding_in_float(result):
 
 def test_large_models_use_external_data(tmp_path):
     sam = tiny_sam(SEED).requires_grad_(False)
-    data = onnx_export._trace(ImageTermsGraph(sam), (torch.randn(1, 256, 64, 64),),
+    data = onnx_trace.trace(ImageTermsGraph(sam), (torch.randn(1, 256, 64, 64),),
                               ("image_embeddings",), ("src", "k1", "v1", "q1"), None, 17)
     inline_bytes = data.SerializeToString()  # _save moves the weights out of `data`
     ext = onnx_export._save(data, tmp_path / "terms.onnx", external_data_bytes=1000)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam_engine import file_hash
 from sam_engine.errors import CheckpointError
-from sam_engine.onnx_manifest import OnnxManifest, file_digest
-from sam_engine.onnx_runtime import OnnxEngine
+from sam_engine.onnx.manifest import OnnxManifest, file_digest
+from sam_engine.onnx.runtime import OnnxEngine
+from sam_engine.weights import file_hash
 from tests.onnx_models import exported
 
 
@@ -123,7 +123,7 @@ def test_quantized_without_int8_encoder_says_what_it_loaded(models, tmp_path, ca
     d = _copy(models, tmp_path)
     _edit_manifest(d, lambda m: m.update(files=[
         f for f in m["files"] if not (f["role"] == "encoder" and f["quantized"])]))
-    with caplog.at_level(logging.WARNING, logger="sam_engine.onnx_runtime"):
+    with caplog.at_level(logging.WARNING, logger="sam_engine.onnx.runtime"):
         eng = OnnxEngine(d, threads=1, quantized=True)
     assert eng.info.dtype != "int8"
     assert eng.precisions["encoder"] == "float32" and eng.precisions["decoder_fast"] == "int8"
@@ -148,7 +148,7 @@ def test_embedding_cache_key_includes_the_encoder_precision(models):
 
 # ------------------------------------------------------------------ cached click decoder
 def test_corrupt_cached_click_decoder_is_rebuilt(tmp_path, caplog):
-    from sam_engine import onnx_click
+    from sam_engine.sam import click_decoder as onnx_click
     from tests.sam_factory import tiny_sam
 
     sam = tiny_sam(seed=2)
@@ -157,14 +157,14 @@ def test_corrupt_cached_click_decoder_is_rebuilt(tmp_path, caplog):
     (stored,) = folder.glob("*.onnx")
     good = stored.read_bytes()
     _flip(stored)
-    with caplog.at_level(logging.WARNING, logger="sam_engine.onnx_click"):
+    with caplog.at_level(logging.WARNING, logger="sam_engine.sam.click_decoder"):
         onnx_click.OnnxClickDecoder.build(sam, folder, 1)
     assert "corrupt" in caplog.text and str(stored) in caplog.text
     assert stored.read_bytes() == good  # rebuilt and stored again
 
 
 def test_cached_click_decoder_without_its_hash_is_rebuilt(tmp_path, monkeypatch):
-    from sam_engine import onnx_click
+    from sam_engine.sam import click_decoder as onnx_click
     from tests.sam_factory import tiny_sam
 
     sam = tiny_sam(seed=2)

@@ -31,8 +31,9 @@ from segment_anything import SamPredictor
 from segment_anything.utils.onnx import SamOnnxModel
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from sam_engine import onnx_export
-from sam_engine.onnx_manifest import OnnxManifest
+from sam_engine.onnx import export as onnx_export
+from sam_engine.onnx import trace as onnx_trace
+from sam_engine.onnx.manifest import OnnxManifest
 from tests.sam_factory import tiny_sam
 
 SEED = 5
@@ -173,7 +174,7 @@ def test_verification_rejects_a_decoder_with_a_fixed_crop(sam, tmp_path):
     dummy = (torch.randn(1, 256, 64, 64), torch.randint(0, 1024, (1, 5, 2)).float(),
              torch.randint(0, 4, (1, 5)).float(), torch.randn(1, 1, 256, 256),
              torch.tensor([1.0]), torch.tensor([600.0, 800.0]))
-    bad = onnx_export._trace(SamOnnxModel(sam, return_single_mask=True), dummy,
+    bad = onnx_trace.trace(SamOnnxModel(sam, return_single_mask=True), dummy,
                              ("image_embeddings", *onnx_export.PROMPT_INPUTS, "orig_im_size"),
                              ("masks", "iou_predictions", "low_res_masks"),
                              {"point_coords": {1: "num_points"},

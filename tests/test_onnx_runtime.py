@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from sam_engine import onnx_export
 from sam_engine.errors import CheckpointError, ImageError, PromptError
-from sam_engine.onnx_runtime import OnnxEngine
+from sam_engine.onnx import export as onnx_export
+from sam_engine.onnx.runtime import OnnxEngine
 from sam_engine.prompts import Prompts
-from sam_engine.sam_backend import SamEngine
+from sam_engine.sam.backend import SamEngine
 from tests.onnx_models import SEED, exported
 from tests.sam_factory import tiny_sam
 
@@ -95,7 +95,7 @@ def test_mask_input_refinement_matches(engines):
 def test_click_graph_batched_graph_and_chunks_agree(engines):
     """Plain prompts go through decoder_click (one prompt per run); the batched graphs, in one
     run or in chunks, give the same logits."""
-    from sam_engine.onnx_runtime import run_fast_decoder
+    from sam_engine.onnx.runtime import run_fast_decoder
     from sam_engine.prompts import validate_prompts
 
     _, _, oe, oh = engines
@@ -111,7 +111,7 @@ def test_click_graph_batched_graph_and_chunks_agree(engines):
 
 
 def test_providers_prefer_gpu_when_present(monkeypatch, tmp_path):
-    from sam_engine import onnx_runtime
+    from sam_engine.onnx import runtime as onnx_runtime
 
     monkeypatch.setattr(onnx_runtime.ort, "get_available_providers", lambda: [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -217,7 +217,7 @@ def test_runtime_imports_and_runs_without_torch(models):
         for name in ("torch", "segment_anything", "torchvision", "PIL"):
             sys.modules[name] = None  # any import of these now raises ImportError
         import numpy as np
-        from sam_engine.onnx_runtime import OnnxEngine
+        from sam_engine.onnx.runtime import OnnxEngine
         from sam_engine.prompts import Prompts
         e = OnnxEngine({str(models)!r}, threads=1)
         h = e.set_image(np.full((120, 160, 3), 128, np.uint8))
@@ -226,7 +226,7 @@ def test_runtime_imports_and_runs_without_torch(models):
         from sam_engine.factory import load_engine
         f = load_engine("onnx", models_dir={str(models)!r}, threads=1)
         assert type(f).__name__ == "OnnxEngine"
-        from app.line_main import main
+        from app.shell.line_main import main
         from tests.line_case import write_line_case
         img, recipe = write_line_case(Path({str(models)!r}))
         assert main([str(img), "--models", {str(models)!r}, "--recipe", str(recipe),
@@ -246,7 +246,7 @@ def test_runtime_imports_and_runs_without_torch(models):
 def test_line_command_writes_mask_and_json(models, tmp_path, capsys):
     import cv2
 
-    from app.line_main import main
+    from app.shell.line_main import main
 
     img = tmp_path / "part.png"
     rgb = np.kron(np.random.default_rng(2).integers(0, 256, (10, 16, 3), dtype=np.uint8),
@@ -271,14 +271,15 @@ def test_line_command_writes_mask_and_json(models, tmp_path, capsys):
 
 def test_line_command_measures_and_judges_with_a_recipe(models, tmp_path):
     """With a recipe: the recipe's prompts (a relative-frame one resolved on the image), mm
-    measurements from its calibration and the verdict app.verdict gives for those masks."""
+    measurements from its calibration and the verdict app.inspection.verdict gives for those
+    masks."""
     import cv2
 
-    from app.findings import Finding
-    from app.line_main import main
-    from app.measure import Calibration, measure
-    from app.recipe import load_recipe
-    from app.verdict import judge
+    from app.inspection.findings import Finding
+    from app.inspection.measure import Calibration, measure
+    from app.inspection.recipe import load_recipe
+    from app.inspection.verdict import judge
+    from app.shell.line_main import main
     from tests.line_case import write_line_case
 
     img, recipe_path = write_line_case(tmp_path)
@@ -315,14 +316,14 @@ def test_line_command_measures_and_judges_with_a_recipe(models, tmp_path):
 def test_numpy_resize_equals_segment_anything(shape):
     from segment_anything.utils.transforms import ResizeLongestSide
 
-    from sam_engine import transforms_np
+    from sam_engine import preprocess
 
     rng = np.random.default_rng(sum(shape))
     rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     ref = ResizeLongestSide(1024)
-    assert np.array_equal(transforms_np.resize_longest(rgb), ref.apply_image(rgb))
+    assert np.array_equal(preprocess.resize_longest(rgb), ref.apply_image(rgb))
     pts = rng.uniform(0, min(shape), size=(5, 2))
-    np.testing.assert_allclose(transforms_np.apply_coords(pts, shape),
+    np.testing.assert_allclose(preprocess.apply_coords(pts, shape),
                                ref.apply_coords(pts, shape), rtol=1e-6)
 
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import cv2
 import pytest
 
-from app import __version__, about, engine_choice, paths
-from app.desktop import first_run_message
-from app.desktop import main as desktop_main
-from sam_engine import registry
+from app import __version__
+from app.shell import about, engine_choice, paths
+from app.shell.desktop import first_run_message
+from app.shell.desktop import main as desktop_main
 from sam_engine.errors import SamEngineError
+from sam_engine.weights import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DESKTOP = ROOT / "packaging" / "desktop"
@@ -191,7 +192,7 @@ def _isolated_env(tmp: Path) -> dict[str, str]:
 
 def test_self_test_in_a_fresh_interpreter_passes_without_torch(tmp_path):
     out = tmp_path / "self_test.json"
-    code = ("import sys; from app.desktop import main; "
+    code = ("import sys; from app.shell.desktop import main; "
             f"sys.exit(main(['--self-test', '--forbid-torch', '--json', {str(out)!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=_isolated_env(tmp_path), cwd=ROOT, timeout=300)
@@ -208,7 +209,7 @@ def test_self_test_in_a_fresh_interpreter_passes_without_torch(tmp_path):
 
 
 def test_self_test_reports_a_failing_check(tmp_path):
-    code = ("import sys; from app.desktop import main; "
+    code = ("import sys; from app.shell.desktop import main; "
             "sys.exit(main(['--self-test', '--no-qt', '--engine', 'onnx']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=_isolated_env(tmp_path), cwd=ROOT, timeout=300)
@@ -218,7 +219,7 @@ def test_self_test_reports_a_failing_check(tmp_path):
 
 
 def test_self_test_database_check_writes_and_reads_back(monkeypatch):
-    from app import self_test
+    from app.shell import self_test
     from app.store import InspectionStore
 
     detail = self_test.database_check()
@@ -237,7 +238,7 @@ def test_self_test_database_check_writes_and_reads_back(monkeypatch):
 
 
 def test_self_test_recipe_check_uses_the_built_in_recipe_without_samples(tmp_path):
-    from app import self_test
+    from app.shell import self_test
 
     detail = self_test.recipe_check(tmp_path / "no_samples" / "demo_part.toml")
     assert "built-in recipe 'self_test' parsed" in detail
@@ -247,8 +248,9 @@ def test_self_test_recipe_check_uses_the_built_in_recipe_without_samples(tmp_pat
 
 
 def test_self_test_recipe_check_fails_when_judging_is_wrong(monkeypatch):
-    from app import self_test, verdict
-    from app.findings import PASS, Verdict
+    from app.inspection import verdict
+    from app.inspection.findings import PASS, Verdict
+    from app.shell import self_test
 
     monkeypatch.setattr(verdict, "judge", lambda findings, recipe: Verdict(PASS))
     with pytest.raises(AssertionError, match="large scratch"):
@@ -301,7 +303,7 @@ def test_lite_bundle_contents(lite_bundle):
         assert not (internal / heavy).exists(), f"{heavy} must not be in the lite bundle"
     for needed in ("PySide6", "onnxruntime", "cv2", "numpy"):
         assert (internal / needed).is_dir()
-    assert (internal / "sam_engine" / "models_manifest.json").is_file()
+    assert (internal / "sam_engine" / "weights" / "models_manifest.json").is_file()
     about_json = json.loads((lite_bundle / "ABOUT.json").read_text())
     assert about_json["flavour"] == "lite" and about_json["version"] == __version__
     assert about_json["torch"] is None and about_json["onnxruntime"]
@@ -336,7 +338,7 @@ def test_lite_bundle_self_test_offscreen_without_torch(lite_bundle, tmp_path):
 
 @pytest.mark.slow
 def test_lite_bundle_runs_sam_from_an_onnx_export_beside_it(lite_bundle, tmp_path):
-    from sam_engine.onnx_export import ExportOptions, export_onnx
+    from sam_engine.onnx.export import ExportOptions, export_onnx
     from tests.sam_factory import tiny_sam
 
     # fp32 graphs only, one verification case: a few seconds (tests/onnx_models.py adds int8)

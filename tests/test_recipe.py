@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.recipe import RecipeError, find_line, load_recipe, parse_recipe
+from app.inspection.recipe import RecipeError, find_line, load_recipe, parse_recipe
 from sam_engine.errors import SamEngineError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "recipes" / "demo_part.toml"

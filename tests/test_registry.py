@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sam_engine import registry
 from sam_engine.errors import CheckpointError
-from sam_engine.registry import ModelSpec
+from sam_engine.weights import registry
+from sam_engine.weights.registry import ModelSpec
 
 
 @pytest.fixture

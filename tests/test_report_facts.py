@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from app.findings import Inspection
-from app.recipe import load_recipe
+from app.inspection.findings import Inspection
+from app.inspection.recipe import load_recipe
 from app.report.data_builder import build_pairs, random_inspection, read_pairs, write_pairs
 from app.report.facts import check_text, facts_from_inspection, fill_slots, slotify
 from app.report.generate import GENERATED, REPAIRED, TEMPLATE, check_and_repair
@@ -159,7 +159,7 @@ def test_seed_pairs_written_by_people_are_slotted(tmp_path):
 
 def test_report_keeps_the_stable_defect_numbers_after_a_delete():
     # scratch #1 was deleted: the pit stays #2, in the defect list and in the reasons
-    from app.findings import FAIL, Reason, Verdict
+    from app.inspection.findings import FAIL, Reason, Verdict
 
     insp = known_inspection()
     pit = insp.findings[1]

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.cli import main
-from app.recipe import load_recipe
+from app.inspection.recipe import load_recipe
 from app.report import render, write_report
+from app.shell.cli import main
 from tests.report_factory import RECIPE, SAMPLES, known_inspection, sample_inspection
 
 ISSUED = datetime(2025, 7, 2, 9, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from segment_anything import SamPredictor
 from sam_engine.embedding_cache import EmbeddingCache
 from sam_engine.errors import PromptError
 from sam_engine.prompts import Prompts
-from sam_engine.sam_backend import SamEngine
+from sam_engine.sam.backend import SamEngine
 from tests.sam_factory import tiny_sam
 
 

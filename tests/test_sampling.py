@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.sampling import (
+from app.inspection.sampling import (
     AQL_VALUES,
     CODE_LETTERS,
     DOWN,

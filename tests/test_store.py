@@ -17,8 +17,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from app.findings import Finding, Inspection, Reason, Verdict
-from app.measure import measure
+from app.inspection.findings import Finding, Inspection, Reason, Verdict
+from app.inspection.measure import measure
 from app.store import InspectionStore, StoreError, database_url
 from app.store.migrate import head_revision
 from app.store.models import Base
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITER = """
 import sys
 import numpy as np
-from app.findings import Finding, Inspection, Reason, Verdict
+from app.inspection.findings import Finding, Inspection, Reason, Verdict
 from app.store import InspectionStore
 db, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = InspectionStore(db)

@@ -1,4 +1,4 @@
-"""Tests of the synthetic part/defect generator (sam_engine.synthetic)."""
+"""Tests of the synthetic part/defect generator (sam_engine.synthetic.generator)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sam_engine.synthetic import (
+from sam_engine.synthetic.generator import (
     COMPONENT_COLUMNS,
     KINDS,
     MANIFEST_COLUMNS,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.findings import Finding, Inspection, Verdict
-from app.measure import Calibration, measure
-from app.recipe import parse_recipe
-from app.verdict import judge
+from app.inspection.findings import Finding, Inspection, Verdict
+from app.inspection.measure import Calibration, measure
+from app.inspection.recipe import parse_recipe
+from app.inspection.verdict import judge
 
 RECIPE = parse_recipe(
     """\
@@ -115,7 +115,7 @@ def test_inspection_round_trips_through_json():
 
 
 def test_prompts_to_dict():
-    from app.findings import prompts_to_dict
+    from app.inspection.findings import prompts_to_dict
     from sam_engine.prompts import Prompts
 
     d = prompts_to_dict(Prompts.from_points([[3, 4]], [1]))
@@ -132,7 +132,7 @@ def test_reasons_name_the_stable_defect_number_not_the_list_index():
 
 
 def test_defect_numbers_fill_gaps_after_the_largest_and_refuse_duplicates():
-    from app.findings import defect_numbers, number_findings
+    from app.inspection.findings import defect_numbers, number_findings
 
     fs = [Finding("pit"), Finding("pit", number=4), Finding("pit")]
     assert defect_numbers(fs) == [5, 4, 6]
@@ -143,7 +143,7 @@ def test_defect_numbers_fill_gaps_after_the_largest_and_refuse_duplicates():
 
 
 def test_findings_below_min_score_are_listed_as_dropped():
-    from app.verdict import dropped_findings
+    from app.inspection.verdict import dropped_findings
 
     low = finding("pit", 60, 80, 60, 80, score=0.2)
     ok = finding("pit", 50, 52, 50, 52)
@@ -154,7 +154,7 @@ def test_findings_below_min_score_are_listed_as_dropped():
 
 
 def test_reason_reads_the_legacy_zero_based_finding_index():
-    from app.findings import Reason
+    from app.inspection.findings import Reason
 
     old = {"rule": "max_area", "defect_class": "pit", "message": "m", "measured": 1.0,
            "allowed": 0.5, "unit": "mm²", "finding_index": 0}

@@ -18,11 +18,11 @@ import numpy as np
 
 from app.batch.discovery import ImageFile
 from app.batch.prompt_sources import PromptSource
-from app.fiducial import image_calibration, locate_fiducial, needs_fiducial
-from app.findings import Finding, Inspection, prompts_to_dict
-from app.measure import CalibrationError, measure
-from app.recipe import PromptSpec, Recipe
-from app.verdict import judge
+from app.inspection.fiducial import image_calibration, locate_fiducial, needs_fiducial
+from app.inspection.findings import Finding, Inspection, prompts_to_dict
+from app.inspection.measure import CalibrationError, measure
+from app.inspection.recipe import PromptSpec, Recipe
+from app.inspection.verdict import judge
 from sam_engine.auto_masks import AutoMaskGenerator, AutoMaskSettings
 from sam_engine.errors import PromptError, SamEngineError
 from sam_engine.image_io import image_digest, load_image

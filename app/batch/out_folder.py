@@ -3,7 +3,7 @@
 The lock is an flock on OUT/.sam-inspect-batch.lock holding the owner's pid: a second run on the
 same folder stops with a message naming the other process, and the kernel releases the lock
 when its owner dies, so a killed run never blocks the next one. While the lock is held no other
-batch writes the folder, so temporaries (app.atomic_write) older than the lock are left by a
+batch writes the folder, so temporaries (app.outputs.atomic_write) older than the lock are left by a
 killed run and are removed.
 """
 
@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from app import atomic_write
+from app.outputs import atomic_write
 from sam_engine.errors import SamEngineError
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,12 @@
-"""Writing batch results, every file atomically (app.atomic_write: temp file + fsync + rename).
+"""Writing batch results, every file atomically (app.outputs.atomic_write: temp file + fsync +
+rename).
 
 Per image, under OUT: masks/<stem>.png (label map: 0 background, the defect number on each
 defect's pixels, later defects winning overlaps; uint8 up to defect 255, else uint16),
 overlays/<stem>.png (with --overlays) and records/<stem>.json (the full record: inspection,
 findings with RLE masks, measurements, verdict). The job's reports are rebuilt from the records
 at the end of every run, so a resumed run reports the images of earlier runs too:
-coco.json (app.coco: RLE masks, or polygons with --coco-polygons; file names relative to
+coco.json (app.outputs.coco: RLE masks, or polygons with --coco-polygons; file names relative to
 INPUT), findings.csv and findings.jsonl (one row per defect; "defect" is the defect number).
 """
 
@@ -18,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app import atomic_write, coco
 from app.batch.inspect_image import ImageRecord
-from app.findings import defect_numbers
-from app.overlay import draw_overlay, findings_label_map
+from app.inspection.findings import defect_numbers
+from app.outputs import atomic_write, coco
+from app.outputs.overlay import draw_overlay, findings_label_map
 
 FINDING_COLUMNS = (
     "image", "defect", "class", "score", "area_px", "area_mm2", "x0", "y0", "x1", "y1",
@@ -79,7 +80,8 @@ def finding_rows(records: list[ImageRecord]) -> list[dict]:
 
 def coco_dataset(records: list[ImageRecord], class_order: tuple[str, ...] = (),
                  polygons: bool = False) -> dict:
-    """COCO instance segmentation of the records (app.coco): file names relative to the input
+    """COCO instance segmentation of the records (app.outputs.coco): file names relative to the
+    input
     folder, the verdict per image, score and measurements per annotation."""
     images = [coco.CocoImage(Path(r.rel).as_posix(), r.size[0], r.size[1], r.inspection.findings,
                              {"verdict": None if r.inspection.verdict is None

@@ -19,7 +19,7 @@ import json
 import math
 from pathlib import Path
 
-from app.recipe import PromptSpec
+from app.inspection.recipe import PromptSpec
 from sam_engine.errors import SamEngineError
 
 

@@ -23,7 +23,7 @@ from app.batch.prompt_files import (
     read_yolo_prompts,
     yolo_class_names,
 )
-from app.recipe import PromptSpec, Recipe
+from app.inspection.recipe import PromptSpec, Recipe
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from app import atomic_write
 from app.batch import faults
 from app.batch.config import BatchConfig, file_digest, image_key, settings_digest
 from app.batch.discovery import ImageFile, find_images
@@ -39,7 +38,8 @@ from app.batch.out_folder import OutputFolderError, OutputLock, remove_stale_tem
 from app.batch.outputs import read_record, write_image_outputs, write_reports
 from app.batch.prompt_sources import AutoPrompts, FilePrompts, PromptSource, RecipePrompts
 from app.batch.summary import RunCounts, build_summary, format_table
-from app.recipe import Recipe, load_recipe
+from app.inspection.recipe import Recipe, load_recipe
+from app.outputs import atomic_write
 from sam_engine.errors import SamEngineError
 from sam_engine.image_io import load_image
 

@@ -1,4 +1,4 @@
-"""The About dialog: version, components and licences from app.about (imported lazily: the
+"""The About dialog: version, components and licences from app.shell.about (imported lazily: the
 packaging helper provides it and a build may lack it)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QTextBrowser, Q
 
 
 def about_texts() -> tuple[str, str]:
-    """(summary, licences) for the dialog; a plain fallback when app.about is missing."""
+    """(summary, licences) for the dialog; a plain fallback when app.shell.about is missing."""
     try:
-        from app import about
+        from app.shell import about
     except ImportError:
         return "sam-inspect (version information not available in this build)", ""
     try:

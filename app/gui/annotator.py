@@ -15,15 +15,15 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QColor, QUndoStack
 
-from app.findings import Finding, Inspection, Verdict, defect_numbers, prompts_to_dict
 from app.gui.autosave import IN_PROGRESS, NOT_STARTED, Autosave
 from app.gui.canvas import Canvas, DefectDraw
-from app.gui.commands import AcceptCommand, ClassCommand, DeleteCommand, PromptCommand
 from app.gui.images import LoadedImage
 from app.gui.mask_geometry import MaskShape, mask_shape
 from app.gui.session import PromptSession, Region, RegionResult, Snapshot, add_box, add_point
+from app.gui.undo import AcceptCommand, ClassCommand, DeleteCommand, PromptCommand
 from app.gui.workers import DecodeRequest, DecodeResult, EngineHost, Prepared
-from app.overlay import PALETTE
+from app.inspection.findings import Finding, Inspection, Verdict, defect_numbers, prompts_to_dict
+from app.outputs.overlay import PALETTE
 from app.store import StoreError
 
 UNDO_LIMIT = 50

@@ -7,7 +7,7 @@ nothing accepted. A write that fails raises StoreError (NotSavedError, "not save
 commit may not have reached the file) and leaves the Inspection as it was, so the window shows
 only what is stored; the annotator puts the message in the message bar. The verdict is stored
 when the inspector finishes the image; until then the image is "in progress". Measurements use
-the recipe's calibration and datum; verdicts app.verdict.judge.
+the recipe's calibration and datum; verdicts app.inspection.verdict.judge.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from app.findings import FAIL, PASS, Finding, Inspection, Reason, Verdict
-from app.measure import Calibration, measure
-from app.recipe import Recipe, RecipeError
+from app.inspection.findings import FAIL, PASS, Finding, Inspection, Reason, Verdict
+from app.inspection.measure import Calibration, measure
+from app.inspection.recipe import Recipe, RecipeError
+from app.inspection.verdict import judge
 from app.store import InspectionStore
-from app.verdict import judge
 from sam_engine.results import EngineInfo
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.findings import Finding, Verdict, defect_numbers
+from app.inspection.findings import Finding, Verdict, defect_numbers
 
 COLUMNS = ("#", "class", "area px", "area mm²", "length mm", "width mm", "score")
 

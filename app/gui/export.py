@@ -9,9 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from app import atomic_write
-from app.findings import Inspection
-from app.overlay import write_label_png
+from app.inspection.findings import Inspection
+from app.outputs import atomic_write
+from app.outputs.overlay import write_label_png
 from app.store.export import coco_from_inspections
 
 COCO_NAME = "annotations_coco.json"

@@ -54,7 +54,7 @@ from app.gui.options import GuiOptions
 from app.gui.report_dialog import ReportDialog
 from app.gui.settings import Settings
 from app.gui.workers import EngineHost, Prepared
-from app.recipe import Recipe, load_recipe
+from app.inspection.recipe import Recipe, load_recipe
 from app.store import InspectionStore, StoreError
 from sam_engine.errors import SamEngineError
 
@@ -64,9 +64,9 @@ DB_NAME = "inspections.db"
 
 
 def default_db_path() -> Path:
-    """inspections.db in the user data folder (app.paths when present, else Qt's)."""
+    """inspections.db in the user data folder (app.shell.paths when present, else Qt's)."""
     try:
-        from app.paths import user_data_dir
+        from app.shell.paths import user_data_dir
 
         folder = user_data_dir()
     except ImportError:
@@ -85,12 +85,12 @@ def folder_recipe(folder: Path) -> Path | None:
 
 def default_engine_factory(options: GuiOptions) -> Callable[[], object]:
     """load_engine(options.engine, ...) on the encoder thread; the desktop bundle's choice
-    (ONNX exports, lite flavour) when app.engine_choice is there and no model was named."""
+    (ONNX exports, lite flavour) when app.shell.engine_choice is there and no model was named."""
 
     def build():
         if options.model is None and options.checkpoint is None:
             try:
-                from app.engine_choice import DESKTOP_ENGINES, load_desktop_engine
+                from app.shell.engine_choice import DESKTOP_ENGINES, load_desktop_engine
             except ImportError:
                 pass
             else:

@@ -13,9 +13,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from app.findings import Inspection
 from app.gui.file_dialog import get_save_file_name
-from app.recipe import Recipe
+from app.inspection.findings import Inspection
+from app.inspection.recipe import Recipe
 
 FILTERS = "PDF (*.pdf);;HTML (*.html);;Markdown (*.md)"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app import atomic_write
-from app.findings import Inspection
+from app.inspection.findings import Inspection
+from app.outputs import atomic_write
 from app.report.generate import Report, build_report
 
 __all__ = ["Report", "build_report", "render", "write_report"]

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from app import atomic_write
-from app.findings import Finding, Inspection
-from app.measure import Measurements
-from app.recipe import Recipe, load_recipe
+from app.inspection.findings import Finding, Inspection
+from app.inspection.measure import Measurements
+from app.inspection.recipe import Recipe, load_recipe
+from app.inspection.verdict import judge
+from app.outputs import atomic_write
 from app.report.facts import ReportFacts, check_text, facts_from_inspection, fill_slots, slotify
 from app.report.rouge import NearDuplicateFilter
 from app.report.template import LANG, narrative
-from app.verdict import judge
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO / "samples" / "recipes" / "demo_part.toml"

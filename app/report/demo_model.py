@@ -23,7 +23,7 @@ import random
 import time
 from pathlib import Path
 
-from app import atomic_write
+from app.outputs import atomic_write
 from app.report.llama import MODEL_META, build_prompt
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.findings import FAIL, PASS
-from app.overlay import PALETTE, draw_overlay
+from app.inspection.findings import FAIL, PASS
+from app.outputs.overlay import PALETTE, draw_overlay
 from app.report.facts import RULE_LABELS, DefectFacts, ReportFacts
 from app.report.generate import Report
 

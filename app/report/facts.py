@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePath
 
-from app.findings import FAIL, PASS, Inspection, Reason, defect_numbers
+from app.inspection.findings import FAIL, PASS, Inspection, Reason, defect_numbers
 
 # How each defect class is named in report text (English and German, singular and plural).
 # A recipe class not listed here is matched by its own name.
@@ -252,7 +252,8 @@ def _reason(i: int, r: Reason) -> ReasonFacts:
 def facts_from_inspection(
     inspection: Inspection, *, recipe=None, approver: str = "", issued: datetime | None = None
 ) -> ReportFacts:
-    """The facts of one inspection; a recipe (app.recipe.Recipe) adds each class's limits."""
+    """The facts of one inspection; a recipe (app.inspection.recipe.Recipe) adds each class's
+    limits."""
     defects = []
     for i, f in zip(defect_numbers(inspection.findings), inspection.findings, strict=True):
         m = f.measurements

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.findings import Inspection
+from app.inspection.findings import Inspection
 from app.report.facts import (
     FactCheck,
     ReportFacts,

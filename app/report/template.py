@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from app.findings import FAIL, PASS
+from app.inspection.findings import FAIL, PASS
 from app.report.facts import GERMAN_CLASS, ReasonFacts, ReportFacts
 
 STYLES = ("en", "de", "de_terse")

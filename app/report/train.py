@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from app import atomic_write
+from app.outputs import atomic_write
 from app.report.data_builder import pair_facts, read_pairs
 from app.report.llama import ADAPTER_META, build_prompt, load_base
 from app.report.template import LANG

@@ -1,8 +1,10 @@
 """Export the inspection database: CSV (one row per defect) and COCO (instance segmentation).
 
-Files are written whole or not at all (app.atomic_write): a database that fails to read midway
+Files are written whole or not at all (app.outputs.atomic_write): a database that fails to read
+midway
 leaves no half-written export behind, and a CSV for stdout is printed only once complete.
-COCO comes from the one writer (app.coco): file names relative to the image root (the images'
+COCO comes from the one writer (app.outputs.coco): file names relative to the image root (the
+images'
 common folder unless given), width and height always set (read from the image file when the
 inspection has no masks), stable category ids, RLE or polygon masks.
 """
@@ -17,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from app import atomic_write
-from app.coco import CocoBuilder, CocoImage
-from app.findings import Inspection, defect_numbers
-from app.measure import MM_FIELDS
+from app.inspection.findings import Inspection, defect_numbers
+from app.inspection.measure import MM_FIELDS
+from app.outputs import atomic_write
+from app.outputs.coco import CocoBuilder, CocoImage
 from app.store.store import InspectionStore, StoreError
 from sam_engine.errors import ImageError
 from sam_engine.image_io import header_size, load_image
@@ -161,7 +163,7 @@ def _relative(path: str | Path, root: Path) -> str:
 
 def coco_from_inspections(inspections: Iterable[Inspection], *, root: str | Path | None = None,
                           class_order: Sequence[str] = (), polygons: bool = False) -> dict:
-    """The COCO dict (app.coco) of stored inspections: file names relative to root (default:
+    """The COCO dict (app.outputs.coco) of stored inspections: file names relative to root (default:
     the images' common folder, kept in info["image_root"]); inspection metadata under each
     image's "sam_inspect" key; annotation "defect_id" is the database id."""
     base = None if root is None else Path(os.path.abspath(root))

@@ -35,8 +35,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from app.findings import Finding, Inspection, Reason, Verdict, defect_numbers
-from app.measure import Measurements
+from app.inspection.findings import Finding, Inspection, Reason, Verdict, defect_numbers
+from app.inspection.measure import Measurements
 from app.store.migrate import (
     NewerSchemaError,
     SchemaChange,

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.about import licences_text, live_about_info, write_about_files  # noqa: E402
+from app.shell.about import licences_text, live_about_info, write_about_files  # noqa: E402
 
 FORBIDDEN_IN_LITE = ("torch", "torchvision", "segment_anything", "transformers", "ray")
 MODELS_README = """\
@@ -70,12 +70,12 @@ def check_lite(bundle: Path) -> None:
 
 
 def write_extras(bundle: Path, flavour: str, dists: list[str]) -> None:
-    from app.paths import user_models_dir
+    from app.shell.paths import user_models_dir
 
     info = live_about_info(flavour, distributions=dists, built=dt.date.today().isoformat())
     licences = licences_text(info)
     write_about_files(bundle, info, licences)
-    app_dir = internal_dir(bundle) / "app"
+    app_dir = internal_dir(bundle) / "app" / "shell"
     (app_dir / "_bundle_about.json").write_text(json.dumps(info.to_dict(), indent=2) + "\n",
                                                  encoding="utf-8")
     (app_dir / "_bundle_licences.txt").write_text(licences, encoding="utf-8")

@@ -24,10 +24,10 @@ TORCH_STACK = ["torch", "torchvision", "torchaudio", "functorch", "triton", "seg
 NEVER = ["tkinter", "_tkinter", "matplotlib", "IPython", "notebook", "pytest", "_pytest",
          "psycopg", "psycopg2", "pytestqt", "PIL", "pygments", "yaml"]
 # app modules that need the torch stack (report generator, ONNX export command).
-LITE_SKIP_APP = ("app.report", "app.commands.export_onnx")
-LITE_SKIP_ENGINE = ("sam_engine.sam_backend", "sam_engine.checkpoint", "sam_engine.device",
-                    "sam_engine.fast_decoder", "sam_engine.mask_upsample", "sam_engine.onnx_export",
-                    "sam_engine.onnx_graphs", "sam_engine.encoder_", "sam_engine.classic.tuning")
+LITE_SKIP_APP = ("app.report", "app.shell.commands.export_onnx")
+LITE_SKIP_ENGINE = ("sam_engine.sam.", "sam_engine.encoders.", "sam_engine.weights.checkpoint",
+                    "sam_engine.onnx.export", "sam_engine.onnx.graphs", "sam_engine.onnx.trace",
+                    "sam_engine.classic.tuning")
 
 
 def _keep(name: str) -> bool:
@@ -47,7 +47,7 @@ hiddenimports = [
 
 migrations = ROOT / "app" / "store" / "migrations"
 datas = [
-    *collect_data_files("sam_engine", includes=["*.json"]),
+    *collect_data_files("sam_engine", includes=["**/*.json"]),
     (str(ROOT / "samples" / "recipes" / "demo_part.toml"), "samples/recipes"),
     *[(str(p), str(Path("app/store/migrations") / p.relative_to(migrations).parent))
       for p in sorted(migrations.rglob("*"))
@@ -55,7 +55,7 @@ datas = [
 ]
 flavour_file = WORK / "_bundle_flavour.txt"
 flavour_file.write_text(FLAVOUR + "\n", encoding="utf-8")  # noqa: F821
-datas.append((str(flavour_file), "app"))
+datas.append((str(flavour_file), "app/shell"))
 
 a = Analysis(  # noqa: F821
     [str(HERE / "sam_inspect_desktop.py")],

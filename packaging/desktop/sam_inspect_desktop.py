@@ -1,9 +1,9 @@
-"""Entry script of the frozen desktop bundle: `sam-inspect` (see app/desktop.py)."""
+"""Entry script of the frozen desktop bundle: `sam-inspect` (see app/shell/desktop.py)."""
 
 import multiprocessing
 import sys
 
-from app.desktop import main
+from app.shell.desktop import main
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()  # a frozen child process must not start the GUI again

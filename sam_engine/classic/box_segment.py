@@ -19,16 +19,16 @@ import cv2
 import numpy as np
 from skimage.filters import apply_hysteresis_threshold, threshold_otsu
 
-from .candidates import (
+from sam_engine.classic.candidates import (
     Candidate,
     bbox_fit,
     clean,
     explained_variance,
     keep_largest,
 )
-from .params import BOX_MARGIN, FIT_EXP, LEVELS, NOISE_Z, SIGMA, THIN_Z
-from .thin import tophat
-from .window import MAX_SIDE, Window, make_window
+from sam_engine.classic.params import BOX_MARGIN, FIT_EXP, LEVELS, NOISE_Z, SIGMA, THIN_Z
+from sam_engine.classic.thin import tophat
+from sam_engine.classic.window import MAX_SIDE, Window, make_window
 
 
 def robust_stats(values: np.ndarray) -> tuple[float, float]:

@@ -23,15 +23,15 @@ import hashlib
 import cv2
 import numpy as np
 
-from ..constants import LOW_RES_SIZE
-from ..image_io import image_digest, to_rgb8
-from ..prompts import Prompts, validate_prompts
-from ..results import EngineInfo, ImageHandle, Masks, PreparedImage
-from .box_segment import box_candidates, box_window
-from .candidates import Candidate, distinct_best
-from .logits import low_res_logits
-from .point_segment import cut_negatives, point_candidates
-from .window import Window, make_window
+from sam_engine.classic.box_segment import box_candidates, box_window
+from sam_engine.classic.candidates import Candidate, distinct_best
+from sam_engine.classic.logits import low_res_logits
+from sam_engine.classic.point_segment import cut_negatives, point_candidates
+from sam_engine.classic.window import Window, make_window
+from sam_engine.constants import LOW_RES_SIZE
+from sam_engine.image_io import image_digest, to_rgb8
+from sam_engine.prompts import Prompts, validate_prompts
+from sam_engine.results import EngineInfo, ImageHandle, Masks, PreparedImage
 
 N_MULTI = 3
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..constants import IMG_SIZE, LOW_RES_SIZE
+from sam_engine.constants import IMG_SIZE, LOW_RES_SIZE
 
 # Logit magnitude of a pixel surely inside / outside the mask.
 LOGIT_CLIP = 10.0

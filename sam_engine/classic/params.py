@@ -1,6 +1,7 @@
 """The classic engine's few free constants, in one place, each with why it has its value.
 
-All were chosen on SYNTHETIC tuning parts only (sam_engine.synthetic; protocol and commands in
+All were chosen on SYNTHETIC tuning parts only (sam_engine.synthetic.generator; protocol and
+commands in
 sam_engine/classic/README.md). Sizes are relative to the processing window (at most
 window.MAX_SIDE px a side) or the prompt, and contrasts are in units of the background's robust
 noise, so none depends on the image's resolution or brightness.

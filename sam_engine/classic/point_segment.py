@@ -16,9 +16,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .box_segment import robust_stats
-from .candidates import Candidate, disk, explained_variance, fill_holes
-from .params import (
+from sam_engine.classic.box_segment import robust_stats
+from sam_engine.classic.candidates import Candidate, disk, explained_variance, fill_holes
+from sam_engine.classic.params import (
     BAND,
     EXTRA_OCTAVES,
     LEVELS,
@@ -28,8 +28,8 @@ from .params import (
     THIN_ASPECT,
     THIN_SEED_Z,
 )
-from .thin import tophat
-from .window import MAX_SIDE, Window, make_window
+from sam_engine.classic.thin import tophat
+from sam_engine.classic.window import MAX_SIDE, Window, make_window
 
 # Half-sizes of the windows tried around a click, in image pixels (doubling: no tuned scale).
 HALF_SIZES = (12, 24, 48, 96, 192, 384, 768)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .candidates import disk
+from sam_engine.classic.candidates import disk
 
 
 def tophat(gray: np.ndarray, polarity: int, width: int) -> np.ndarray:

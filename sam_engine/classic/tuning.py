@@ -4,7 +4,8 @@
     python -m sam_engine.classic.tuning --set val --prompt box,point
     python -m sam_engine.classic.tuning --set tune --prompt point --param EXTRA_OCTAVES=2
 
-A set is parts from sam_engine.synthetic.make_part at three sizes (200x200, 320x480, 480x640),
+A set is parts from sam_engine.synthetic.generator.make_part at three sizes (200x200, 320x480,
+480x640),
 materials alternating, with disjoint seed ranges: "tune" (seeds 1000 + 1000 * size_index + i,
 100 parts per size) for choosing constants, "val" (seeds 5000 + ..., 40 per size) for checking
 them. Each instance of >= 20 px is prompted with its tight box and with one click at its most
@@ -23,9 +24,9 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from .. import synthetic
-from ..prompts import Prompts
-from . import params
+from sam_engine.classic import params
+from sam_engine.prompts import Prompts
+from sam_engine.synthetic import generator as synthetic
 
 SIZES: tuple[tuple[int, int], ...] = ((200, 200), (320, 480), (480, 640))
 SETS: dict[str, tuple[int, int]] = {"tune": (1000, 100), "val": (5000, 40)}  # seed base, per size
@@ -59,7 +60,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def score_part(spec: tuple[int, tuple[int, int], str], prompts: Sequence[str],
                overrides: dict[str, object] | None = None) -> list[InstanceScore]:
     """Render one part and score every instance of it."""
-    from .engine import ClassicEngine
+    from sam_engine.classic.engine import ClassicEngine
 
     for k, v in (overrides or {}).items():
         _override(k, v)
@@ -88,7 +89,7 @@ def score_part(spec: tuple[int, tuple[int, int], str], prompts: Sequence[str],
 
 def _override(name: str, value: object) -> None:
     """Set a params constant in every module that imported it by name."""
-    from . import box_segment, point_segment
+    from sam_engine.classic import box_segment, point_segment
 
     for mod in (params, box_segment, point_segment):
         if hasattr(mod, name):

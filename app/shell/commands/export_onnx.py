@@ -1,0 +1,76 @@
+"""`sam-inspect export-onnx --model NAME --out DIR`: ONNX graphs for the torch-free line runtime."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.shell.commands.models import add_checkpoint_check_args, checkpoint_check_options
+from sam_engine.onnx.export import (
+    DEFAULT_OPSET,
+    FORMATS,
+    X_ANYLABELING_CONFIG,
+    ExportError,
+    ExportOptions,
+    export_onnx,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-onnx", help="export SAM's decoder (and encoder) to ONNX, verified against PyTorch"
+    )
+    p.add_argument("--model", required=True, help="SAM model id (vit_b, vit_h, ...)")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: the installed one)")
+    add_checkpoint_check_args(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--encoder", action="store_true",
+                   help="also export our image encoder (format sam-inspect)")
+    p.add_argument("--format", action="append", choices=FORMATS, dest="format",
+                   help="what to write (repeatable; default sam-inspect): sam-inspect = the "
+                   "line runtime's graphs; samexporter = its encoder convention "
+                   "(encoder_float.onnx); x-anylabeling = that encoder plus "
+                   f"{X_ANYLABELING_CONFIG}. Every format writes Meta's decoder_meta.onnx")
+    p.add_argument("--quantize", action="store_true", help="also write dynamic-int8 copies")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help="ONNX opset (default %(default)s)")
+    p.set_defaults(func=run)
+
+
+def load_model(model_id: str, checkpoint: Path | None, **check_options):
+    """(SAM model, the checkpoint's computed sha256) for the export; tests replace this.
+    check_options: checkpoint_check_options' keywords (expected sha256, allow unverified)."""
+    from sam_engine.weights.checkpoint import load_sam_checked
+
+    loaded = load_sam_checked(model_id, checkpoint,
+                              expected_sha256=check_options.get("checkpoint_sha256"),
+                              allow_unverified=bool(check_options.get("allow_unverified")))
+    return loaded.model, loaded.check.sha256
+
+
+def run(args: argparse.Namespace) -> int:
+    sam, sha = load_model(args.model, args.checkpoint, **checkpoint_check_options(args))
+    formats = tuple(dict.fromkeys(args.format or ("sam-inspect",)))
+    opts = ExportOptions(encoder=args.encoder, quantize=args.quantize, opset=args.opset,
+                         formats=formats)
+    try:
+        result = export_onnx(sam, args.model, args.out, checkpoint_sha256=sha, options=opts)
+        failed = False
+        verification = result.manifest.verification
+    except ExportError as exc:
+        print(f"sam-inspect: error: {exc}", file=sys.stderr)
+        from sam_engine.onnx.manifest import OnnxManifest
+
+        verification = OnnxManifest.load(args.out).verification
+        failed = True
+    print(f"{'file':28} {'max|logit diff|':>16} {'min IoU':>8} {'mean IoU':>9} {'need':>5}  ok")
+    for v in verification:
+        print(f"{v.path:28} {v.max_abs_logit_diff:16.2e} {v.min_mask_iou:8.4f} "
+              f"{v.mean_mask_iou:9.4f} {v.iou_threshold:5.2f}  {'yes' if v.passed else 'NO'}")
+    if not failed:
+        print(f"wrote {len(result.manifest.files)} models and manifest.json to {args.out}")
+        if "x-anylabeling" in formats:
+            print(f"X-AnyLabeling: load {args.out / X_ANYLABELING_CONFIG} with "
+                  "'Load custom model'")
+    return 1 if failed else 0

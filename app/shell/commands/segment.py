@@ -1,0 +1,75 @@
+"""`sam-inspect segment IMAGE --box/--point ...`: one image, prompts on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.outputs import atomic_write
+from app.outputs.overlay import draw_overlay, label_map
+from app.shell.cli_args import check_writable_dir, parse_numbers
+from app.shell.commands.models import add_checkpoint_check_args, checkpoint_check_options
+from sam_engine.factory import ENGINE_NAMES, load_engine
+from sam_engine.image_io import load_image
+from sam_engine.prompts import Prompts, validate_prompts
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment one image from point/box prompts")
+    p.add_argument("image", type=Path)
+    p.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1",
+                   help="box in pixels (repeatable: several boxes are decoded together)")
+    p.add_argument("--point", action="append", default=[], metavar="X,Y[,LABEL]",
+                   help="point in pixels; LABEL 1 = defect (default), 0 = background")
+    p.add_argument("--multimask", action="store_true", help="write all candidates, not the best")
+    p.add_argument("--out", type=Path, help="output folder (default: next to the image)")
+    p.add_argument("--engine", choices=ENGINE_NAMES, default="auto")
+    p.add_argument("--model", help="SAM model id (vit_b, vit_h, ...)")
+    p.add_argument("--checkpoint", help="SAM checkpoint file")
+    add_checkpoint_check_args(p)
+    p.set_defaults(func=run)
+
+
+def parse_prompts(boxes: list[str], points: list[str]) -> Prompts:
+    bx = [parse_numbers(b, (4,), "box") for b in boxes]
+    pts = [parse_numbers(p, (2, 3), "point") for p in points]
+    return Prompts(
+        points=np.array([p[:2] for p in pts]) if pts else None,
+        labels=np.array([int(p[2]) if len(p) == 3 else 1 for p in pts]) if pts else None,
+        boxes=np.array(bx) if bx else None,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    prompts = parse_prompts(args.box, args.point)
+    out = args.out or args.image.parent
+    if args.out is not None or out.is_dir():  # no --out and no folder: load_image says why
+        check_writable_dir(out, "--out" if args.out else "the image's folder (no --out)")
+    rgb = load_image(args.image)
+    validate_prompts(prompts, rgb.shape[:2])  # a bad prompt is reported before the engine loads
+    engine = load_engine(args.engine, model=args.model, checkpoint=args.checkpoint,
+                         **checkpoint_check_options(args))
+    t0 = time.perf_counter()
+    handle = engine.set_image(rgb)
+    t1 = time.perf_counter()
+    result = engine.predict(handle, prompts, multimask_output=args.multimask)
+    t2 = time.perf_counter()
+    nb, nc = result.scores.shape
+    masks = [result.mask(b, c) for b in range(nb) for c in range(nc)] if args.multimask \
+        else [result.best(b) for b in range(nb)]
+    stem = args.image.stem
+    atomic_write.write_png(out / f"{stem}_mask.png", label_map(masks, rgb.shape[:2]))
+    boxes = list(prompts.boxes) if prompts.boxes is not None else None
+    atomic_write.write_png(out / f"{stem}_overlay.png", draw_overlay(rgb, masks, boxes))
+    info = {"engine": engine.info.describe(), "image": str(args.image),
+            "set_image_ms": round((t1 - t0) * 1e3, 1), "predict_ms": round((t2 - t1) * 1e3, 1),
+            "scores": result.scores.round(4).tolist(),
+            "areas_px": [int(m.sum()) for m in masks]}
+    atomic_write.write_text(out / f"{stem}_result.json", json.dumps(info, indent=2))
+    print(json.dumps(info))
+    print(f"wrote {out / (stem + '_mask.png')}, {stem}_overlay.png, {stem}_result.json")
+    return 0
