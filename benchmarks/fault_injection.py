@@ -673,11 +673,13 @@ def _two_on_db(ws, d):
     codes = [rc for rc, _, _ in outs]
     ref = ws.reference_batch()
     stored = db_counts(db)
-    want = {k: 2 * v for k, v in (ref["stored"] or {}).items()}
+    # the same images under the same settings are the same inspections: the store keeps each
+    # once (the second writer finds the first one's under the same ledger key)
+    want = ref["stored"] or {}
     both = all(same_batch({**batch_facts(d / f"out{i}", db), "stored": ref["stored"]}, ref)
                for i in (1, 2))
     if codes == [0, 0] and stored == want and both:
-        return "recovered", "both runs complete, each inspection stored once per run"
+        return "recovered", "both runs complete, each inspection stored once"
     if any(c != 0 for c in codes) and all("shared.db" in t for c, t in
                                           zip(codes, texts, strict=True) if c):
         return "clear error", f"exit codes {codes}"

@@ -251,3 +251,45 @@ def test_readers_do_not_wait_for_a_writer(tmp_path, monkeypatch):
         writer.execute("ROLLBACK")
         store.add_inspection(make_inspection("s2"))  # the lock is gone: writing works again
         assert store.count_inspections() == 2
+
+
+ONCE_WRITER = """
+import sys
+import numpy as np
+from app.inspection.findings import Inspection
+from app.store import InspectionStore
+db, n = sys.argv[1], int(sys.argv[2])
+store = InspectionStore(db)
+print("ready", flush=True)
+sys.stdin.readline()  # both writers start together
+for k in range(n):
+    insp = Inspection(f"part_{k}.png", "0" * 64, serial=str(k))
+    print(store.add_inspection(insp, audit={"batch_key": f"key{k}"}, once_per="batch_key"),
+          flush=True)
+"""
+
+
+def test_once_per_key_stores_an_inspection_once_even_with_two_writers(tmp_path):
+    db = tmp_path / "once.db"
+    with InspectionStore(db) as store:
+        first = store.add_inspection(Inspection("a.png", "0" * 64), audit={"batch_key": "k"},
+                                     once_per="batch_key")
+        again = Inspection("a.png", "0" * 64)
+        assert store.add_inspection(again, audit={"batch_key": "k"}, once_per="batch_key") == first
+        assert again.id == first and store.count_inspections() == 1
+        assert store.stored_with("a.png", "batch_key", "k") == first
+        assert store.stored_with("b.png", "batch_key", "k") is None
+        with pytest.raises(ValueError):
+            store.add_inspection(Inspection("a.png", "0" * 64), once_per="batch_key")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", ONCE_WRITER, str(db), "20"], cwd=ROOT,
+                              env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    outs = [p.communicate("go\n", timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    ids = [[int(x) for x in o.split()] for o, _ in outs]
+    assert ids[0] == ids[1]  # both writers got the one stored inspection of each key
+    with InspectionStore(db) as store:
+        assert store.count_inspections() == 1 + 20

@@ -109,16 +109,7 @@ def _stored_before(store, image_path: str, key: str) -> bool:
     """Whether the store holds this image's inspection under this ledger key (image, settings
     and prompts digest): stored by an earlier or interrupted run. The store, not the ledger,
     is the source of truth, so a lost or damaged ledger never stores an image twice."""
-    from sqlalchemy import select
-
-    from app.store.models import AuditRow, InspectionRow
-
-    q = (select(AuditRow.after)
-         .join(InspectionRow, InspectionRow.id == AuditRow.inspection_id)
-         .where(InspectionRow.image_path == image_path, AuditRow.action == "add_inspection"))
-    with store.engine.connect() as conn:
-        return any(isinstance(after, dict) and after.get(STORE_KEY) == key
-                   for (after,) in conn.execute(q))
+    return store.stored_with(image_path, STORE_KEY, key) is not None
 
 
 def run_batch(config: BatchConfig, engine=None,
@@ -336,12 +327,11 @@ def _run(config: BatchConfig, engine, engine_factory, todo: list[Task], job: Job
             raise InspectError(f"results in {out}: {_write_error(exc)}") from None
         faults.reach("after_outputs")
         if store is not None:
-            if not _stored_before(store, record.inspection.image_path, record.key):
-                _ledger_write(ledger.mark_storing, record)
-                faults.reach("after_storing")
-                store.add_inspection(record.inspection, actor="sam-inspect batch",
-                                     audit={STORE_KEY: record.key})
-                faults.reach("after_store_commit")
+            _ledger_write(ledger.mark_storing, record)
+            faults.reach("after_storing")
+            store.add_inspection(record.inspection, actor="sam-inspect batch",
+                                 audit={STORE_KEY: record.key}, once_per=STORE_KEY)
+            faults.reach("after_store_commit")
         _ledger_write(ledger.mark_done, record)
         faults.reach("after_done")
         with lock:

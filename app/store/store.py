@@ -454,10 +454,15 @@ class InspectionStore:
     # ------------------------------------------------------------------ writing
 
     def add_inspection(self, inspection: Inspection, *, actor: str | None = None,
-                       audit: dict | None = None) -> int:
+                       audit: dict | None = None, once_per: str | None = None) -> int:
         """Store an inspection with its findings and verdict in one transaction; sets the ids on
         `inspection` and its findings and returns the inspection id. `audit`: extra JSON facts
-        kept in the audit row (batch runs keep their ledger key there)."""
+        kept in the audit row (batch runs keep their ledger key there). `once_per`: a key of
+        `audit`; when an inspection of the same image already carries the same value there,
+        nothing is stored and its id is returned (decided inside the write transaction, so two
+        writers never both store it)."""
+        if once_per is not None and (audit is None or once_per not in audit):
+            raise ValueError(f"once_per={once_per!r} names no key of audit")
         row = InspectionRow(
             image_path=inspection.image_path,
             image_sha256=inspection.image_sha256,
@@ -479,6 +484,15 @@ class InspectionStore:
         if inspection.verdict is not None:
             row.reasons.extend(self._reason_rows(inspection.verdict))
         with self._write() as s:
+            if once_per is not None:
+                if self.engine.dialect.name == "postgresql":  # writers of one key take turns
+                    digest = hashlib.sha256(str(audit[once_per]).encode()).digest()
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                              {"k": int.from_bytes(digest[:8], "big", signed=True)})
+                existing = self._stored_with(s, inspection.image_path, once_per, audit[once_per])
+                if existing is not None:
+                    inspection.id = existing
+                    return existing
             s.add(row)
             s.flush()
             s.add(
@@ -497,6 +511,22 @@ class InspectionStore:
         for f, d in zip(inspection.findings, row.defects, strict=True):
             f.id, f.number = d.id, d.position + 1
         return row.id
+
+    def stored_with(self, image_path: str, key: str, value: object) -> int | None:
+        """The id of an inspection of image_path stored with `value` under `key` in its
+        add_inspection audit row (add_inspection's `audit`), or None."""
+        with self._read() as s:
+            return self._stored_with(s, image_path, key, value)
+
+    @staticmethod
+    def _stored_with(s: Session, image_path: str, key: str, value: object) -> int | None:
+        q = (select(AuditRow.inspection_id, AuditRow.after)
+             .join(InspectionRow, InspectionRow.id == AuditRow.inspection_id)
+             .where(InspectionRow.image_path == image_path, AuditRow.action == "add_inspection"))
+        for inspection_id, after in s.execute(q):
+            if isinstance(after, dict) and after.get(key) == value:
+                return inspection_id
+        return None
 
     @staticmethod
     def _defect_row(position: int, f: Finding) -> DefectRow:
