@@ -3,7 +3,9 @@
 A recipe names the part and its version, the calibration, an optional datum, lot sampling
 (inspection level, AQL), forbidden zones, the defect classes with their tolerances, and prompts for
 batch/line runs. See samples/recipes/demo_part.toml. Every error names the file, the line and the
-field at fault (RecipeError).
+field at fault (RecipeError). Each section has its own parser returning its typed value
+(PartInfo, CalibrationSpec, Datum, LotPlan, Zone, ClassRule, PromptSpec), and parse_recipe
+composes them.
 """
 
 from __future__ import annotations
@@ -122,6 +124,31 @@ class PromptSpec:
             labels=np.asarray(self.labels, dtype=np.int64) if self.points else None,
             boxes=None if box is None else box[None],
         )
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """The [part] table: which part type and recipe version this is."""
+
+    name: str
+    version: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """The [calibration] table: a fixed scale (mm_per_px) or a fiducial of known diameter found
+    in fiducial_box, and the plausible field of view; `calibration.mm_per_px` is None for a
+    fiducial (the scale comes from each image) or when the recipe is not calibrated."""
+
+    calibration: Calibration
+    fiducial_diameter_mm: float | None = None
+    fiducial_box: tuple[float, float, float, float] | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether limits in mm can be checked (a scale or a fiducial is given)."""
+        return self.calibration.mm_per_px is not None or self.fiducial_diameter_mm is not None
 
 
 @dataclass(frozen=True)
@@ -294,216 +321,296 @@ _RULE_NUMBERS = (
 )
 
 
-def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
-    """Parse and validate recipe TOML text; `path` is used in error messages."""
+# ---------------------------------------------------------------- one parser per section
+
+
+def _parse_toml(text: str, path: str) -> dict:
+    """The TOML document; a syntax error is reported with the line tomllib names."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise RecipeError(path, int(m.group(1)) if m else None, "", f"TOML syntax: {exc}") from None
-    r = _Reader(path, text)
-    r.table(data, (), _TOP)
 
+
+def _schema_version(r: _Reader, data: dict) -> int:
+    """schema_version: required, and the one this program reads."""
     version = data.get("schema_version")
     if version is None:
         raise RecipeError(
-            path, 1, "schema_version", f"missing; add 'schema_version = {SCHEMA_VERSION}'"
+            r.path, 1, "schema_version", f"missing; add 'schema_version = {SCHEMA_VERSION}'"
         )
     if version != SCHEMA_VERSION:
         raise r.fail(
             ("schema_version",),
             f"unsupported version {version!r}; this program reads {SCHEMA_VERSION}",
         )
+    return version
 
+
+def _part(r: _Reader, data: dict) -> PartInfo:
+    """[part]: name and version required, description optional."""
     if "part" not in data:
-        raise RecipeError(path, None, "part", "missing table [part] with name and version")
-    part = r.table(data["part"], ("part",), {"name", "version", "description"})
-    name = r.string(part, ("part",), "name")
-    rversion = r.string(part, ("part",), "version")
-    description = r.string(part, ("part",), "description", default="")
+        raise RecipeError(r.path, None, "part", "missing table [part] with name and version")
+    where = ("part",)
+    part = r.table(data["part"], where, {"name", "version", "description"})
+    return PartInfo(
+        name=r.string(part, where, "name"),
+        version=r.string(part, where, "version"),
+        description=r.string(part, where, "description", default=""),
+    )
 
+
+def _fiducial(
+    r: _Reader, cal: dict, mm_per_px: float | None
+) -> tuple[float | None, tuple[float, float, float, float] | None]:
+    """calibration.fiducial_diameter_mm and fiducial_box: both or neither, and not with a fixed
+    mm_per_px."""
+    diameter = r.number(cal, ("calibration",), "fiducial_diameter_mm", positive=True)
+    box = (
+        r.box(cal["fiducial_box"], ("calibration", "fiducial_box"))
+        if "fiducial_box" in cal
+        else None
+    )
+    if mm_per_px is not None and diameter is not None:
+        raise r.fail(
+            ("calibration", "fiducial_diameter_mm"), "give mm_per_px or a fiducial, not both"
+        )
+    if (diameter is None) != (box is None):
+        raise r.fail(
+            ("calibration",), "a fiducial needs both fiducial_diameter_mm and fiducial_box"
+        )
+    return diameter, box
+
+
+def _field_of_view(r: _Reader, cal: dict) -> tuple[float, float]:
+    """calibration.field_of_view_mm = [lo, hi]: the plausible length in mm of a photo's longer
+    side (FIELD_OF_VIEW_MM when not given)."""
+    if "field_of_view_mm" not in cal:
+        return FIELD_OF_VIEW_MM
+    v = cal["field_of_view_mm"]
+    ok = (
+        isinstance(v, list)
+        and len(v) == 2
+        and all(
+            isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in v
+        )
+        and 0 < v[0] < v[1]
+    )
+    if not ok:
+        raise r.fail(
+            ("calibration", "field_of_view_mm"),
+            f"must be [lo, hi] in mm with 0 < lo < hi; got {v!r}",
+        )
+    return float(v[0]), float(v[1])
+
+
+def _calibration(r: _Reader, data: dict) -> CalibrationSpec:
+    """[calibration] (optional): mm_per_px or a fiducial, and field_of_view_mm."""
     cal = r.table(
         data.get("calibration", {}),
         ("calibration",),
         {"mm_per_px", "fiducial_diameter_mm", "fiducial_box", "field_of_view_mm"},
     )
     mm_per_px = r.number(cal, ("calibration",), "mm_per_px", positive=True)
-    fid_mm = r.number(cal, ("calibration",), "fiducial_diameter_mm", positive=True)
-    fid_box = (
-        r.box(cal["fiducial_box"], ("calibration", "fiducial_box"))
-        if "fiducial_box" in cal
-        else None
-    )
-    if mm_per_px is not None and fid_mm is not None:
+    diameter, box = _fiducial(r, cal, mm_per_px)
+    return CalibrationSpec(Calibration(mm_per_px, _field_of_view(r, cal)), diameter, box)
+
+
+def _datum(r: _Reader, data: dict) -> Datum | None:
+    """[datum] (optional): a point or a line in image pixels."""
+    if "datum" not in data:
+        return None
+    d = r.table(data["datum"], ("datum",), {"kind", "points"})
+    kind = r.string(d, ("datum",), "kind")
+    if kind not in ("point", "line"):
+        raise r.fail(("datum", "kind"), f"must be 'point' or 'line'; got {kind!r}")
+    if "points" not in d:
+        raise r.fail(("datum",), "missing required key 'points'")
+    pts = r.points(d["points"], ("datum", "points"), n=1 if kind == "point" else 2)
+    if kind == "line" and pts[0] == pts[1]:
+        raise r.fail(("datum", "points"), "a line needs two distinct points")
+    return Datum(kind, pts)
+
+
+def _lot(r: _Reader, data: dict) -> LotPlan | None:
+    """[lot] (optional): sampling by inspection level (default II) and a table AQL."""
+    if "lot" not in data:
+        return None
+    lt = r.table(data["lot"], ("lot",), {"inspection_level", "aql"})
+    level = r.string(lt, ("lot",), "inspection_level", default="II")
+    if level not in INSPECTION_LEVELS:
         raise r.fail(
-            ("calibration", "fiducial_diameter_mm"), "give mm_per_px or a fiducial, not both"
+            ("lot", "inspection_level"),
+            f"must be one of {', '.join(INSPECTION_LEVELS)}; got {level!r}",
         )
-    if (fid_mm is None) != (fid_box is None):
+    aql = r.number(lt, ("lot",), "aql", positive=True)
+    if aql is None:
+        raise r.fail(("lot",), "missing required key 'aql'")
+    if not any(math.isclose(aql, a) for a in AQL_VALUES):
         raise r.fail(
-            ("calibration",), "a fiducial needs both fiducial_diameter_mm and fiducial_box"
+            ("lot", "aql"),
+            f"must be a table AQL ({', '.join(f'{a:g}' for a in AQL_VALUES)}); got {aql!r}",
         )
-    calibrated = mm_per_px is not None or fid_mm is not None
-    fov = FIELD_OF_VIEW_MM
-    if "field_of_view_mm" in cal:
-        v = cal["field_of_view_mm"]
-        if not (isinstance(v, list) and len(v) == 2
-                and all(isinstance(c, int | float) and not isinstance(c, bool)
-                        and math.isfinite(c) for c in v) and 0 < v[0] < v[1]):
-            raise r.fail(("calibration", "field_of_view_mm"),
-                         f"must be [lo, hi] in mm with 0 < lo < hi; got {v!r}")
-        fov = (float(v[0]), float(v[1]))
+    return LotPlan(level, float(aql))
 
-    datum = None
-    if "datum" in data:
-        d = r.table(data["datum"], ("datum",), {"kind", "points"})
-        kind = r.string(d, ("datum",), "kind")
-        if kind not in ("point", "line"):
-            raise r.fail(("datum", "kind"), f"must be 'point' or 'line'; got {kind!r}")
-        if "points" not in d:
-            raise r.fail(("datum",), "missing required key 'points'")
-        pts = r.points(d["points"], ("datum", "points"), n=1 if kind == "point" else 2)
-        if kind == "line" and pts[0] == pts[1]:
-            raise r.fail(("datum", "points"), "a line needs two distinct points")
-        datum = Datum(kind, pts)
 
-    lot = None
-    if "lot" in data:
-        lt = r.table(data["lot"], ("lot",), {"inspection_level", "aql"})
-        level = r.string(lt, ("lot",), "inspection_level", default="II")
-        if level not in INSPECTION_LEVELS:
-            raise r.fail(
-                ("lot", "inspection_level"),
-                f"must be one of {', '.join(INSPECTION_LEVELS)}; got {level!r}",
-            )
-        aql = r.number(lt, ("lot",), "aql", positive=True)
-        if aql is None:
-            raise r.fail(("lot",), "missing required key 'aql'")
-        if not any(math.isclose(aql, a) for a in AQL_VALUES):
-            raise r.fail(
-                ("lot", "aql"),
-                f"must be a table AQL ({', '.join(f'{a:g}' for a in AQL_VALUES)}); got {aql!r}",
-            )
-        lot = LotPlan(level, float(aql))
+def _zone(r: _Reader, z: dict, where: tuple, taken: set[str]) -> Zone:
+    """One [[zones]] entry: a name not yet taken and a box or a polygon."""
+    r.table(z, where, {"name", "box", "polygon"})
+    name = r.string(z, where, "name")
+    if name in taken:
+        raise r.fail((*where, "name"), f"zone {name!r} is defined twice")
+    if ("box" in z) == ("polygon" in z):
+        raise r.fail(where, "give exactly one of box = [x0, y0, x1, y1] or polygon = [[x, y], ...]")
+    if "box" in z:
+        x0, y0, x1, y1 = r.box(z["box"], (*where, "box"))
+        return Zone(name, ((x0, y0), (x1, y0), (x1, y1), (x0, y1)))
+    return Zone(name, r.points(z["polygon"], (*where, "polygon"), min_n=3))
 
-    zones: list[Zone] = []
-    raw_zones = data.get("zones", [])
-    if not isinstance(raw_zones, list):
+
+def _zones(r: _Reader, data: dict) -> tuple[Zone, ...]:
+    """[[zones]] (optional): the forbidden zones, in file order."""
+    raw = data.get("zones", [])
+    if not isinstance(raw, list):
         raise r.fail(("zones",), "must be an array of tables: write each zone as [[zones]]")
-    for i, z in enumerate(raw_zones):
-        where = ("zones", i)
-        r.table(z, where, {"name", "box", "polygon"})
-        zname = r.string(z, where, "name")
-        if any(zz.name == zname for zz in zones):
-            raise r.fail((*where, "name"), f"zone {zname!r} is defined twice")
-        if ("box" in z) == ("polygon" in z):
-            raise r.fail(
-                where, "give exactly one of box = [x0, y0, x1, y1] or polygon = [[x, y], ...]"
-            )
-        if "box" in z:
-            x0, y0, x1, y1 = r.box(z["box"], (*where, "box"))
-            poly = ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
-        else:
-            poly = r.points(z["polygon"], (*where, "polygon"), min_n=3)
-        zones.append(Zone(zname, poly))
-    zone_names = {z.name for z in zones}
+    zones: list[Zone] = []
+    for i, z in enumerate(raw):
+        zones.append(_zone(r, z, ("zones", i), {zz.name for zz in zones}))
+    return tuple(zones)
 
-    classes: list[ClassRule] = []
-    raw_classes = data.get("classes", {})
-    r.table(raw_classes, ("classes",), set(raw_classes) if isinstance(raw_classes, dict) else set())
-    if not raw_classes:
-        raise RecipeError(
-            path,
-            find_line(text, ("classes",)),
-            "classes",
-            "define at least one defect class, e.g. [classes.scratch]",
-        )
-    for cname, c in raw_classes.items():
-        where = ("classes", cname)
-        r.table(
-            c, where, {*_RULE_NUMBERS, "max_count", "forbidden_zones", "min_score", "description"}
-        )
-        nums = {k: r.number(c, where, k) for k in _RULE_NUMBERS}
-        if not calibrated:
-            for k, v in nums.items():
-                if v is not None and k.endswith(("_mm", "_mm2")):
-                    raise r.fail(
-                        (*where, k), "a limit in mm needs [calibration] mm_per_px or a fiducial"
-                    )
-        fz = c.get("forbidden_zones", [])
-        if not isinstance(fz, list) or not all(isinstance(s, str) for s in fz):
-            raise r.fail((*where, "forbidden_zones"), f"must be a list of zone names; got {fz!r}")
-        for zn in fz:
-            if zn not in zone_names:
-                known = ", ".join(sorted(zone_names)) or "none defined"
-                raise r.fail((*where, "forbidden_zones"), f"unknown zone {zn!r} (zones: {known})")
-        min_score = r.number(c, where, "min_score")
-        if min_score is not None and min_score > 1:
-            raise r.fail((*where, "min_score"), f"must be between 0 and 1; got {min_score!r}")
-        classes.append(
-            ClassRule(
-                name=cname,
-                description=r.string(c, where, "description", default=""),
-                max_count=r.number(c, where, "max_count", integer=True),
-                forbidden_zones=tuple(fz),
-                min_score=float(min_score or 0.0),
-                **{k: None if v is None else float(v) for k, v in nums.items()},
-            )
-        )
-    class_names = {c.name for c in classes}
 
-    prompts: list[PromptSpec] = []
-    raw_prompts = data.get("prompts", [])
-    if not isinstance(raw_prompts, list):
+def _class_rule(
+    r: _Reader, name: str, c: dict, calibrated: bool, zone_names: set[str]
+) -> ClassRule:
+    """One [classes.NAME] table: limits (mm ones need a calibration), zones, min_score."""
+    where = ("classes", name)
+    r.table(c, where, {*_RULE_NUMBERS, "max_count", "forbidden_zones", "min_score", "description"})
+    nums = {k: r.number(c, where, k) for k in _RULE_NUMBERS}
+    if not calibrated:
+        for k, v in nums.items():
+            if v is not None and k.endswith(("_mm", "_mm2")):
+                raise r.fail(
+                    (*where, k), "a limit in mm needs [calibration] mm_per_px or a fiducial"
+                )
+    fz = c.get("forbidden_zones", [])
+    if not isinstance(fz, list) or not all(isinstance(s, str) for s in fz):
+        raise r.fail((*where, "forbidden_zones"), f"must be a list of zone names; got {fz!r}")
+    for zn in fz:
+        if zn not in zone_names:
+            known = ", ".join(sorted(zone_names)) or "none defined"
+            raise r.fail((*where, "forbidden_zones"), f"unknown zone {zn!r} (zones: {known})")
+    min_score = r.number(c, where, "min_score")
+    if min_score is not None and min_score > 1:
+        raise r.fail((*where, "min_score"), f"must be between 0 and 1; got {min_score!r}")
+    return ClassRule(
+        name=name,
+        description=r.string(c, where, "description", default=""),
+        max_count=r.number(c, where, "max_count", integer=True),
+        forbidden_zones=tuple(fz),
+        min_score=float(min_score or 0.0),
+        **{k: None if v is None else float(v) for k, v in nums.items()},
+    )
+
+
+def _classes(
+    r: _Reader, data: dict, calibrated: bool, zone_names: set[str]
+) -> tuple[ClassRule, ...]:
+    """[classes.*]: at least one defect class."""
+    raw = data.get("classes", {})
+    r.table(raw, ("classes",), set(raw) if isinstance(raw, dict) else set())
+    if not raw:
+        raise r.fail(("classes",), "define at least one defect class, e.g. [classes.scratch]")
+    return tuple(_class_rule(r, name, c, calibrated, zone_names) for name, c in raw.items())
+
+
+def _prompt(
+    r: _Reader,
+    p: dict,
+    where: tuple,
+    class_names: set[str],
+    fiducial_box: tuple[float, float, float, float] | None,
+) -> PromptSpec:
+    """One [[prompts]] entry: a known class, a frame, a box and/or points with labels."""
+    r.table(p, where, {"class", "box", "points", "labels", "frame"})
+    pclass = r.string(p, where, "class")
+    frame = r.string(p, where, "frame", default="pixels")
+    if frame not in PROMPT_FRAMES:
+        raise r.fail((*where, "frame"), f"must be one of {', '.join(PROMPT_FRAMES)}; got {frame!r}")
+    if frame == "fiducial" and fiducial_box is None:
+        raise r.fail((*where, "frame"), "the fiducial frame needs [calibration] fiducial_box")
+    if pclass not in class_names:
+        raise r.fail(
+            (*where, "class"),
+            f"unknown class {pclass!r} (classes: {', '.join(sorted(class_names))})",
+        )
+    box = r.box(p["box"], (*where, "box")) if "box" in p else None
+    pts = r.points(p["points"], (*where, "points")) if "points" in p else ()
+    labels = p.get("labels", [1] * len(pts))
+    if (
+        not isinstance(labels, list)
+        or len(labels) != len(pts)
+        or any(lb not in (0, 1) for lb in labels)
+    ):
+        raise r.fail(
+            (*where, "labels"),
+            f"must be one 1 (positive) or 0 (negative) per point; got {labels!r}",
+        )
+    if box is None and not pts:
+        raise r.fail(where, "a prompt needs a box and/or points")
+    if frame == "relative" and any(
+        not 0 <= c <= 1 for c in (*(box or ()), *(v for pt in pts for v in pt))
+    ):
+        raise r.fail(where, "relative coordinates must lie between 0 and 1")
+    return PromptSpec(pclass, box, pts, tuple(int(lb) for lb in labels), frame)
+
+
+def _prompts(
+    r: _Reader,
+    data: dict,
+    class_names: set[str],
+    fiducial_box: tuple[float, float, float, float] | None,
+) -> tuple[PromptSpec, ...]:
+    """[[prompts]] (optional): prompts for batch/line runs, in file order."""
+    raw = data.get("prompts", [])
+    if not isinstance(raw, list):
         raise r.fail(("prompts",), "must be an array of tables: write each prompt as [[prompts]]")
-    for i, p in enumerate(raw_prompts):
-        where = ("prompts", i)
-        r.table(p, where, {"class", "box", "points", "labels", "frame"})
-        pclass = r.string(p, where, "class")
-        frame = r.string(p, where, "frame", default="pixels")
-        if frame not in PROMPT_FRAMES:
-            raise r.fail((*where, "frame"), f"must be one of {', '.join(PROMPT_FRAMES)}; "
-                         f"got {frame!r}")
-        if frame == "fiducial" and fid_box is None:
-            raise r.fail((*where, "frame"), "the fiducial frame needs [calibration] fiducial_box")
-        if pclass not in class_names:
-            raise r.fail(
-                (*where, "class"),
-                f"unknown class {pclass!r} (classes: {', '.join(sorted(class_names))})",
-            )
-        box = r.box(p["box"], (*where, "box")) if "box" in p else None
-        pts = r.points(p["points"], (*where, "points")) if "points" in p else ()
-        labels = p.get("labels", [1] * len(pts))
-        if (
-            not isinstance(labels, list)
-            or len(labels) != len(pts)
-            or any(lb not in (0, 1) for lb in labels)
-        ):
-            raise r.fail(
-                (*where, "labels"),
-                f"must be one 1 (positive) or 0 (negative) per point; got {labels!r}",
-            )
-        if box is None and not pts:
-            raise r.fail(where, "a prompt needs a box and/or points")
-        if frame == "relative" and any(
-            not 0 <= c <= 1 for c in (*(box or ()), *(v for pt in pts for v in pt))
-        ):
-            raise r.fail(where, "relative coordinates must lie between 0 and 1")
-        prompts.append(PromptSpec(pclass, box, pts, tuple(int(lb) for lb in labels), frame))
+    return tuple(
+        _prompt(r, p, ("prompts", i), class_names, fiducial_box) for i, p in enumerate(raw)
+    )
 
+
+def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
+    """Parse and validate recipe TOML text; `path` is used in error messages.
+
+    Each section has its own parser; they run in a fixed order (schema_version, part,
+    calibration, datum, lot, zones, classes, prompts) whatever the order in the file, and the
+    later ones get what they check against (the calibration, zone and class names)."""
+    data = _parse_toml(text, path)
+    r = _Reader(path, text)
+    r.table(data, (), _TOP)
+    version = _schema_version(r, data)
+    part = _part(r, data)
+    cal = _calibration(r, data)
+    datum = _datum(r, data)
+    lot = _lot(r, data)
+    zones = _zones(r, data)
+    classes = _classes(r, data, cal.calibrated, {z.name for z in zones})
+    prompts = _prompts(r, data, {c.name for c in classes}, cal.fiducial_box)
     return Recipe(
         path=path,
         schema_version=version,
-        name=name,
-        version=rversion,
-        description=description,
-        calibration=Calibration(mm_per_px, fov),
-        fiducial_diameter_mm=fid_mm,
-        fiducial_box=fid_box,
+        name=part.name,
+        version=part.version,
+        description=part.description,
+        calibration=cal.calibration,
+        fiducial_diameter_mm=cal.fiducial_diameter_mm,
+        fiducial_box=cal.fiducial_box,
         datum=datum,
         lot=lot,
-        zones=tuple(zones),
-        classes=tuple(classes),
-        prompts=tuple(prompts),
+        zones=zones,
+        classes=classes,
+        prompts=prompts,
     )
 
 
