@@ -1,10 +1,18 @@
-"""segment-anything's ResizeLongestSide in numpy only (for the torch-free line runtime).
+"""The one preprocessing of every backend, in numpy (the torch-free line runtime imports it).
 
-Same geometry as segment_anything.utils.transforms.ResizeLongestSide: the longest side becomes
-IMG_SIZE (rounded half up), coordinates scale by new/old per axis. The image resize reproduces
-what ResizeLongestSide.apply_image does (PIL's antialiased bilinear resample of a uint8 image,
-horizontal pass then vertical, 8-bit between passes, 22-bit fixed-point weights), so the line
-runtime feeds the encoder the same pixels as the torch engine. Written by hand because OpenCV
+SAM's encoder input: the image resized so its longest side is IMG_SIZE (preprocess_shape, the
+geometry of segment_anything's ResizeLongestSide: rounded half up), normalised per RGB channel
+in the 0..255 scale ((x - mean) / std, `normalise`), then zero-padded at the bottom/right to
+IMG_SIZE x IMG_SIZE (`pad_widths`: zeros after normalising, as Sam.preprocess). Prompt
+coordinates scale by new/old size per axis (apply_coords, apply_boxes). The PyTorch engine
+(sam.backend), the device input batch (encoders.input), the ONNX graphs (onnx.graphs, in-graph
+normalisation and padding) and the line runtime (onnx.runtime) all take these from here.
+
+The pixels are resampled with PIL's antialiased bilinear filter at that size: on the torch side
+through torchvision, as segment_anything does (encoders.input.resize_cpu); in the runtime by
+resize_longest, which reproduces it (horizontal pass then vertical, 8-bit between passes,
+22-bit fixed-point weights), so the line runtime feeds the encoder the same pixels as the torch
+engine (tests/test_onnx_runtime.py checks equality). Written by hand because OpenCV
 has no antialiased bilinear resize matching PIL's (INTER_LINEAR does not antialias, INTER_AREA
 uses a box filter), and Pillow is not a line-controller dependency.
 """
@@ -13,15 +21,48 @@ from __future__ import annotations
 
 import numpy as np
 
-from sam_engine.constants import IMG_SIZE
+from sam_engine.constants import IMG_SIZE, PIXEL_MEAN, PIXEL_STD
 
 _PRECISION_BITS = 32 - 8 - 2  # PIL's ImagingResample fixed-point precision
+# the normalisation constants as float32 per RGB channel (shape (3,): channels last)
+MEAN = np.asarray(PIXEL_MEAN, np.float32)
+STD = np.asarray(PIXEL_STD, np.float32)
+MEAN.flags.writeable = STD.flags.writeable = False
 
 
 def preprocess_shape(h: int, w: int, long_side: int = IMG_SIZE) -> tuple[int, int]:
     """(h, w) with the longest side scaled to long_side (as ResizeLongestSide)."""
     scale = long_side * 1.0 / max(h, w)
     return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def normalise(pixels, mean=MEAN, std=STD):
+    """(pixels - mean) / std: RGB in the 0..255 scale to the encoder's scale (the rule;
+    encoder_input applies it in place). Plain arithmetic, so it serves numpy arrays (channels
+    last with the defaults) and torch tensors (pass mean and std as tensors shaped for the
+    layout, e.g. encoders.input.mean_std) alike."""
+    return (pixels - mean) / std
+
+
+def pad_widths(h, w, side: int = IMG_SIZE):
+    """(bottom, right): the zero rows and columns that pad an (h, w) resized image to
+    side x side. Plain arithmetic, so traced sizes stay dynamic in the ONNX graphs."""
+    return side - h, side - w
+
+
+def encoder_input(resized: np.ndarray, side: int = IMG_SIZE) -> np.ndarray:
+    """A resized RGB uint8 image (h, w, 3) -> the encoder's input (3, side, side) float32:
+    normalised, then zero-padded at the bottom/right (the same values as Sam.preprocess)."""
+    h, w = resized.shape[:2]
+    bottom, right = pad_widths(h, w, side)
+    if bottom < 0 or right < 0:
+        raise ValueError(f"resized image {h}x{w} is larger than the encoder input {side}")
+    out = np.zeros((3, side, side), np.float32)  # the padding: zeros after normalising
+    x = out[:, :h, :w]
+    x[...] = resized.transpose(2, 0, 1)
+    x -= MEAN[:, None, None]  # normalise in place: half the time of a padded copy
+    x /= STD[:, None, None]
+    return out
 
 
 def apply_coords(coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
@@ -82,8 +123,7 @@ def resize_longest(rgb: np.ndarray, long_side: int = IMG_SIZE) -> np.ndarray:
 
 
 def pad_to_square(resized: np.ndarray, side: int = IMG_SIZE) -> np.ndarray:
-    """Zero-pad a resized (h, w, 3) uint8 image at the bottom/right to (side, side, 3)."""
-    h, w = resized.shape[:2]
-    out = np.zeros((side, side, resized.shape[2]), dtype=resized.dtype)
-    out[:h, :w] = resized
-    return out
+    """Zero-pad a resized (h, w, 3) uint8 image at the bottom/right to (side, side, 3) (the
+    input of encoder.onnx, which normalises and zeroes the padding itself)."""
+    bottom, right = pad_widths(*resized.shape[:2], side)
+    return np.pad(resized, ((0, bottom), (0, right), (0, 0)))

@@ -196,7 +196,7 @@ def test_vit_b_whole_encoder_fp32(vit_b):
     img = smooth_image(4)
     meta = SamEngine(vit_b, "vit_b", device="cpu", cache=EmbeddingCache(), fast=False)
     fast = SamEngine(vit_b, "vit_b", device="cpu", cache=EmbeddingCache())
-    x = meta.preprocess(img)
+    x = meta.prepare(img).payload[None]  # what set_image feeds the encoder
     with torch.no_grad():
         ref = vit_b.image_encoder(x)
         got = fast.encoder(x)
@@ -210,7 +210,7 @@ def test_tiny_encoder_bf16_masks():
     randomise(sam.image_encoder)
     img = smooth_image(6)
     eng = SamEngine(sam, "tiny", device="cpu", cache=EmbeddingCache())
-    x = eng.preprocess(img)
+    x = eng.prepare(img).payload[None]
     twin = fast_encoder(sam.image_encoder, dtype=torch.bfloat16)
     with torch.no_grad():
         ref, got = sam.image_encoder(x), twin(x)

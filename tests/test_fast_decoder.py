@@ -5,6 +5,7 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
+from sam_engine.sam.click_decoder import click_terms
 from sam_engine.sam.fast_decoder import FastMaskDecoder, ImageTerms
 from tests.sam_factory import tiny_sam
 
@@ -90,10 +91,32 @@ def test_with_mask_terms_equal_decoding_with_the_mask_input(setup, decoders):
     _, _, ref_plain = pred.predict_torch(pts, lab, multimask_output=True)
     with torch.no_grad():
         sparse, _ = sam.prompt_encoder(points=(pts, lab), boxes=None, masks=None)
-        src, k1, v1, q1 = (t[0] for t in fd._masked(terms, mask))
-        masked = ImageTerms(src=src, pos=terms.pos, k1=k1, v1=v1, q1=q1, size=terms.size)
+        c = {k: t[0] for k, t in fd.mask_corrected(terms.layer1(), mask).items()}
+        masked = ImageTerms(pos=terms.pos, size=terms.size, **c)
         low, iou = fd(masked, sparse, None, True)
     assert not torch.allclose(ref_plain, ref_low, atol=1e-3)  # the mask input matters here
     assert torch.allclose(low, ref_low, atol=1e-5 * max(ref_low.abs().max().item(), 1.0)), \
         (low - ref_low).abs().max()
     assert torch.allclose(iou, ref_iou, atol=1e-5)
+
+
+def test_one_mask_correction_for_both_layouts_and_the_gate(decoders):
+    """mask_corrected serves the fast decoder's layout (k1, v1 merged) and the click graph's
+    (k1h, v1h per head) alike, and a gate of 0 (has_mask_input = 0) leaves the terms as
+    they are."""
+    fd, terms = decoders[None]
+    mask = torch.randn(2, 1, 256, 256, generator=torch.Generator().manual_seed(7)) * 4
+    with torch.no_grad():
+        merged = fd.mask_corrected(terms.layer1(), mask)
+        per_head = fd.mask_corrected(click_terms(terms), mask)
+        gated = fd.mask_corrected(terms.layer1(), mask, gate=torch.tensor([0.0, 1.0]))
+    nh, hw, d = terms.q1.shape
+    for name in ("k1", "v1"):
+        split = merged[name].view(2, hw, nh, d).transpose(1, 2)
+        torch.testing.assert_close(per_head[name + "h"], split, rtol=1e-6, atol=1e-6)
+    for name in ("src", "q1"):
+        torch.testing.assert_close(per_head[name], merged[name], rtol=1e-6, atol=1e-6)
+    for name, t in terms.layer1().items():
+        assert not torch.allclose(merged[name][0], t, atol=1e-4), name  # the mask matters
+        assert torch.equal(gated[name][0], t), name
+        torch.testing.assert_close(gated[name][1], merged[name][1], rtol=1e-6, atol=1e-6)

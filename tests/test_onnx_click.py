@@ -54,6 +54,23 @@ def test_default_on_cpu_uses_onnxruntime(engines):
     assert torch_engine.click_decoder() is None and "onnxruntime" not in torch_engine.info.note
 
 
+def test_the_click_decoder_is_built_when_first_needed(monkeypatch):
+    """Building the engine exports nothing; the first image (or click_decoder()) does."""
+    calls = []
+    real = onnx_click._export
+
+    def counting(sam):
+        calls.append(1)
+        return real(sam)
+
+    monkeypatch.setattr(onnx_click, "_export", counting)
+    engine = SamEngine(tiny_sam(seed=1), "tiny", device="cpu")
+    assert calls == [] and engine.click_onnx
+    handle = engine.set_image(IMAGE)
+    assert calls == [1] and handle.features.click_terms is not None
+    assert engine.click_decoder() is not None and calls == [1]
+
+
 def test_building_the_engine_leaves_the_shared_model_in_eval_mode():
     """The export wraps the SAM the engine shares with its callers; a SamPredictor on that
     model after the engine is built must still run in inference mode (BatchNorm statistics)."""

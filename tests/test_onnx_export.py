@@ -17,7 +17,7 @@ from sam_engine import constants
 from sam_engine.onnx import export as onnx_export
 from sam_engine.onnx import quantize as onnx_quantize
 from sam_engine.onnx import trace as onnx_trace
-from sam_engine.onnx.graphs import ImageTermsGraph
+from sam_engine.onnx.graphs import ImageTermsGraph, embed_points
 from sam_engine.onnx.manifest import OnnxManifest
 from tests.onnx_models import SEED, exported
 from tests.sam_factory import tiny_sam
@@ -216,3 +216,17 @@ def test_command_passes_the_formats_and_names_the_x_anylabeling_config(
     assert cmd.run(_args(tmp_path, format=["x-anylabeling", "samexporter", "x-anylabeling"])) == 0
     assert calls[0].formats == ("x-anylabeling", "samexporter")
     assert onnx_export.X_ANYLABELING_CONFIG in capsys.readouterr().out
+
+
+def test_point_embedding_equals_meta_onnx_model():
+    """embed_points computes the sparse embedding of SamOnnxModel._embed_points (Meta's ONNX
+    decoder) for points, box corners and padding."""
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    sam = tiny_sam(SEED)
+    coords = torch.rand(2, 5, 2, generator=torch.Generator().manual_seed(1)) * 1024
+    labels = torch.tensor([[1, 0, 2, 3, -1], [-1, 1, 1, 0, 3]], dtype=torch.float)
+    with torch.no_grad():
+        ref = SamOnnxModel(sam, return_single_mask=False)._embed_points(coords, labels)
+        got = embed_points(sam.prompt_encoder, coords, labels, sam.image_encoder.img_size)
+    assert torch.equal(got, ref)

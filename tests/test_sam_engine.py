@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from segment_anything import SamPredictor
+from segment_anything.utils.transforms import ResizeLongestSide
 
 from sam_engine.embedding_cache import EmbeddingCache
 from sam_engine.errors import PromptError
@@ -39,10 +40,26 @@ def engine(sam, request):
     return SamEngine(sam, "tiny", device="cpu", cache=EmbeddingCache(), decoder=request.param)
 
 
-def test_embedding_equals_sam_predictor(engine, image, reference):
-    h = engine.set_image(image)
+@pytest.mark.parametrize("via", ["set_image", "set_prepared"])
+def test_embedding_equals_sam_predictor(engine, image, reference, via):
+    h = engine.set_image(image) if via == "set_image" else engine.set_prepared(
+        engine.prepare(image))
     assert h.original_size == (240, 360) and h.input_size == reference.input_size
     assert torch.allclose(h.features.embedding, reference.features, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(240, 360), (1500, 700), (90, 160), (1024, 1024)])
+def test_prepared_pixels_equal_sam_preprocess(sam, size):
+    """prepare (set_image's and the batch workers' path) feeds the encoder exactly the pixels
+    SamPredictor does: ResizeLongestSide.apply_image, then Sam.preprocess."""
+    engine = SamEngine(sam, "tiny", device="cpu", cache=EmbeddingCache(), click_onnx=False)
+    img = (np.random.default_rng(size[0]).random((*size, 3)) * 255).astype(np.uint8)
+    resized = ResizeLongestSide(1024).apply_image(img)
+    with torch.no_grad():
+        ref = sam.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float())
+    p = engine.prepare(img)
+    assert p.original_size == size and p.input_size == resized.shape[:2]
+    assert p.payload.dtype == torch.float32 and torch.equal(p.payload[None], ref)
 
 
 @pytest.mark.parametrize(

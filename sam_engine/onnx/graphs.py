@@ -5,6 +5,7 @@ resized 1024-frame, point_labels (B, N) with 1/0 = positive/negative point, 2/3 
 -1 = padding; mask_input (B, 1, 256, 256); has_mask_input (B,) or (1,). Ours return all four
 mask tokens' low-res logits (B, 4, 256, 256) and IoU (B, 4) (token 0 = single-mask output,
 1..3 = multimask), like Meta's low_res_masks; full-size upsampling is left to the runtime.
+The encoder graphs normalise and pad as sam_engine.preprocess says, inside the graph.
 """
 
 from __future__ import annotations
@@ -13,12 +14,29 @@ import math
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
+from segment_anything.modeling import PromptEncoder, Sam
 from segment_anything.utils.onnx import SamOnnxModel
 from torch import nn
 
-from sam_engine.constants import PIXEL_MEAN, PIXEL_STD
+from sam_engine import preprocess
+from sam_engine.encoders.input import mean_std
 from sam_engine.sam.fast_decoder import FastMaskDecoder
+
+
+def embed_points(pe: PromptEncoder, point_coords: torch.Tensor, point_labels: torch.Tensor,
+                 img_size: int) -> torch.Tensor:
+    """Sparse prompt embeddings (B, N, C) of Meta-style point prompts (coords in the resized
+    img_size frame; labels 1/0 points, 2/3 box corners, -1 padding), as Meta's ONNX decoder
+    embeds them: the random-Fourier encoding of the pixel centres (sin, cos of 2 pi (2 xy - 1)
+    G), zero for padding, plus the learnt embedding of the label."""
+    xy = (point_coords + 0.5) / img_size
+    f = 2 * math.pi * ((2 * xy - 1) @ pe.pe_layer.positional_encoding_gaussian_matrix)
+    emb = torch.cat([torch.sin(f), torch.cos(f)], dim=-1)
+    labels = point_labels.unsqueeze(-1)
+    emb = emb * (labels != -1) + pe.not_a_point_embed.weight * (labels == -1)
+    for i, point in enumerate(pe.point_embeddings):
+        emb = emb + point.weight * (labels == i)
+    return emb
 
 
 class MetaDecoderGraph(SamOnnxModel):
@@ -79,7 +97,6 @@ class FastDecoderGraph(nn.Module):
         self.fused = fused
         self.with_mask = with_mask
         self.sam = sam
-        self.meta = SamOnnxModel(sam, return_single_mask=False)  # for _embed_points
         self.fd = FastMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
         self.terms = ImageTermsGraph(sam)
 
@@ -97,27 +114,19 @@ class FastDecoderGraph(nn.Module):
                             has_mask_input)
 
     def _decode(self, src, k1, v1, q1, point_coords, point_labels, mask_input, has_mask):
-        fd, pe, md = self.fd, self.sam.prompt_encoder, self.sam.mask_decoder
-        tf = md.transformer
-        sparse = self.meta._embed_points(point_coords, point_labels)
+        pe, md = self.sam.prompt_encoder, self.sam.mask_decoder
+        sparse = embed_points(pe, point_coords, point_labels, self.sam.image_encoder.img_size)
         b = sparse.shape[0]
         out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         pos = pe.get_dense_pe()[0].flatten(1).t().unsqueeze(0)  # a constant of the graph
-        layer1 = tf.layers[0]
         if mask_input is None:
             return self._transformer(tokens, src.unsqueeze(0), pos, k1.unsqueeze(0),
                                      v1.unsqueeze(0), q1.unsqueeze(0))
-        # fast_decoder's mask-input correction, scaled by has_mask (0 leaves the no-mask terms).
-        g = has_mask.reshape(-1, 1, 1).to(src.dtype)
-        h16 = pe.mask_downscaling[:-1](mask_input).flatten(2).transpose(1, 2)  # B, HW, 16
-        src = src.unsqueeze(0) + g * (h16 @ fd._wc.t() + (fd._bc - fd._no_mask))
-        k1 = k1.unsqueeze(0) + g * fd.fold(h16, layer1.cross_attn_token_to_image.k_proj)
-        v1 = v1.unsqueeze(0) + g * fd.fold(h16, layer1.cross_attn_token_to_image.v_proj)
-        dq = g * fd.fold(h16, layer1.cross_attn_image_to_token.q_proj)
-        nh = layer1.cross_attn_image_to_token.num_heads
-        q1 = q1.unsqueeze(0) + dq.view(b, dq.shape[1], nh, -1).transpose(1, 2)
-        return self._transformer(tokens, src, pos, k1, v1, q1)
+        # fast_decoder's mask-input correction, gated by has_mask (0 leaves the no-mask terms)
+        c = self.fd.mask_corrected({"src": src, "k1": k1, "v1": v1, "q1": q1}, mask_input,
+                                   gate=has_mask)
+        return self._transformer(tokens, pos=pos, **c)
 
     def _transformer(self, tokens, src, pos, k1, v1, q1):
         queries, keys = self.fd.transformer(tokens, src, pos, k1, v1, q1)
@@ -133,22 +142,24 @@ class FastDecoderGraph(nn.Module):
 
 class EncoderGraph(nn.Module):
     """image (1024, 1024, 3) uint8, resized and zero-padded at the bottom/right outside the
-    graph; input_size (2,) int64 = its unpadded (h, w) -> image_embeddings (1, 256, 64, 64).
-    Normalisation and padding (zeros after normalising, as Sam.preprocess) happen inside."""
+    graph (preprocess.resize_longest, pad_to_square); input_size (2,) int64 = its unpadded
+    (h, w) -> image_embeddings (1, 256, 64, 64). Normalisation and padding (zeros after
+    normalising, preprocess.normalise / encoder_input) happen inside: the padding is zeroed
+    again after normalising, from input_size."""
 
     def __init__(self, sam: Sam) -> None:
         super().__init__()
         self.encoder = sam.image_encoder
         side = sam.image_encoder.img_size
-        self.register_buffer("mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1))
+        mean, std = mean_std()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
         self.register_buffer("ramp", torch.arange(side))
 
     def forward(self, image: torch.Tensor, input_size: torch.Tensor) -> torch.Tensor:
-        x = image.permute(2, 0, 1).unsqueeze(0).float()
-        x = (x - self.mean) / self.std
+        x = preprocess.normalise(image.permute(2, 0, 1).float(), self.mean, self.std)
         keep = (self.ramp.view(-1, 1) < input_size[0]) & (self.ramp.view(1, -1) < input_size[1])
-        return self.encoder(x * keep.to(x.dtype))
+        return self.encoder((x * keep.to(x.dtype)).unsqueeze(0))
 
 
 class FloatEncoderGraph(nn.Module):
@@ -160,14 +171,14 @@ class FloatEncoderGraph(nn.Module):
     def __init__(self, sam: Sam) -> None:
         super().__init__()
         self.encoder = sam.image_encoder
-        self.register_buffer("mean", torch.tensor(PIXEL_MEAN))
-        self.register_buffer("std", torch.tensor(PIXEL_STD))
+        mean, std = mean_std()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
 
     def forward(self, input_image: torch.Tensor) -> torch.Tensor:
-        x = ((input_image - self.mean) / self.std).permute(2, 0, 1)
-        side = self.encoder.img_size
-        x = F.pad(x, (0, side - x.shape[2], 0, side - x.shape[1]))
-        return self.encoder(x.unsqueeze(0))
+        x = preprocess.normalise(input_image.permute(2, 0, 1), self.mean, self.std)
+        bottom, right = preprocess.pad_widths(x.shape[1], x.shape[2], self.encoder.img_size)
+        return self.encoder(F.pad(x, (0, right, 0, bottom)).unsqueeze(0))
 
 
 # ---------------------------------------------------------------- one prompt, laid out for ORT
@@ -191,7 +202,6 @@ class ClickDecoderGraph(nn.Module):
     def __init__(self, sam: Sam) -> None:
         super().__init__()
         self.sam = sam
-        self.meta = SamOnnxModel(sam, return_single_mask=False)  # for _embed_points
         self.fd = FastMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
         pos = sam.prompt_encoder.get_dense_pe()[0].flatten(1).t().contiguous()
         self.register_buffer("pos", pos.detach())
@@ -202,7 +212,8 @@ class ClickDecoderGraph(nn.Module):
 
     def forward(self, src, k1h, v1h, q1, point_coords, point_labels):
         md, tf = self.sam.mask_decoder, self.sam.mask_decoder.transformer
-        sparse = self.meta._embed_points(point_coords, point_labels)[0]  # N, C
+        sparse = embed_points(self.sam.prompt_encoder, point_coords, point_labels,
+                              self.sam.image_encoder.img_size)[0]  # N, C
         tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight, sparse], dim=0)
         queries, keys = tokens, src
         hw = int(self.pos.shape[0])
@@ -235,7 +246,7 @@ class ClickDecoderGraph(nn.Module):
         side = self.sam.prompt_encoder.image_embedding_size[0]
         hyper = torch.stack([md.output_hypernetworks_mlps[i](queries[1 + i]) for i in range(m)],
                             dim=1)  # C2, M
-        w1, b1, ln, w2, b2 = self.fd._upscaler
+        w1, b1, ln, w2, b2 = self.fd.upscaler
         c1, c2 = int(ln.weight.shape[0]), int(w2.shape[1]) // 4
         x = torch.addmm(b1, keys, w1).reshape(-1, c1)  # (HW*4, C1), rows (i, j, ky, kx)
         x = F.gelu(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps))

@@ -19,20 +19,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
+from sam_engine import preprocess
 from sam_engine.constants import IMG_SIZE, PIXEL_MEAN, PIXEL_STD
 from sam_engine.embedding_cache import EmbeddingCache, cache_key
-from sam_engine.encoders.input import encoder_batch, mean_std, pinned
+from sam_engine.encoders.input import cpu_input, encoder_batch, mean_std, pinned
 from sam_engine.image_io import image_digest, to_rgb8
 from sam_engine.prompts import Prompts, validate_prompts
 from sam_engine.results import EngineInfo, ImageHandle, Masks, PreparedImage
-from sam_engine.sam.click_decoder import (
-    OnnxClickDecoder,
-    available,
-    click_terms,
-    masked_click_terms,
-)
+from sam_engine.sam.click_decoder import OnnxClickDecoder, available, click_terms
 from sam_engine.sam.device import DeviceChoice, choose_device
 from sam_engine.sam.fast_decoder import FastMaskDecoder, ImageTerms
 from sam_engine.sam.mask_upsample import MaskUpsampler
@@ -68,7 +63,9 @@ class SamEngine:
     on GPUs). cuda_graphs: replay CUDA graphs of the fast encoder for batch 1 and batch_size
     (default: on CUDA unless compiled; needs the warm-up). batch_size: images per forward in
     set_images (default: DEFAULT_BATCH). click_onnx: decode prompts on onnxruntime's CPU
-    provider, one run per box (onnx_click; default: on a CPU when onnxruntime is installed).
+    provider, one run per box (onnx_click; default: on a CPU when onnxruntime is installed);
+    it is exported (or loaded from the disk cache's folder) when first needed: at the first
+    image, or at load by calling click_decoder().
     """
 
     def __init__(
@@ -92,34 +89,15 @@ class SamEngine:
             raise ValueError(f"decoder must be auto, fast or meta, not {decoder!r}")
         self.choice = device if isinstance(device, DeviceChoice) else choose_device(device)
         self.device = torch.device(self.choice.device)
-        self.model = sam.eval()
-        _check_preprocessing(self.model)
         self.model_id = model_id
-        self.weights_id = weights_fingerprint(self.model)
-        if checkpoint_sha256:  # the whole file's hash: any change gives other cache keys
-            self.weights_id = f"{self.weights_id}-{checkpoint_sha256[:16]}"
-        self.model.prompt_encoder.to(self.device)
-        self.model.mask_decoder.to(self.device)
+        self.model = self._load_model(sam)
+        self.weights_id = _weights_id(self.model, checkpoint_sha256)
         self.cache = cache if cache is not None else EmbeddingCache()
-        self.transform = ResizeLongestSide(IMG_SIZE)
-        self.decoder = FastMaskDecoder(
-            self.model.prompt_encoder,
-            self.model.mask_decoder,
-            chunk=1 if self.device.type == "cpu" else None,
-        )
-        # The reassociated decoder halves the FLOPs, which pays on a CPU. On an H100 both are
-        # launch-bound and measured alike (benchmarks/results/engine_vit_h_cuda*.json), so
-        # "auto" keeps the fast one; "meta" runs Meta's module unchanged, for comparison.
         self.meta_decoder = decoder == "meta"
-        if click_onnx is None:
-            click_onnx = self.device.type == "cpu" and not self.meta_decoder and available()
-        elif click_onnx and self.device.type != "cpu":
-            raise ValueError("click_onnx runs on onnxruntime's CPU provider: use it on a CPU")
-        self.click_onnx = bool(click_onnx)
+        self.decoder = self._build_decoder()
+        self.click_onnx = self._wants_click_onnx(click_onnx)
         self._click: OnnxClickDecoder | None = None
         self._click_lock = threading.Lock()
-        self._mean, self._std = mean_std(self.device)
-        self._mean_cpu, self._std_cpu = mean_std(torch.device("cpu"))
         self.fast = fast
         self.compiled = bool(_env_flag("SAM_INSPECT_COMPILE") if compile is None else compile)
         self.batch_size = max(1, batch_size or DEFAULT_BATCH.get(self.device.type, 1))
@@ -127,31 +105,63 @@ class SamEngine:
         self.cuda_graphs = bool(
             self.fast and self.device.type == "cuda" and not self.compiled
             and (cuda_graphs if cuda_graphs is not None else True))
-        # uint8 uploads from pinned memory, resized on the device (encoder_input), on CUDA.
+        self._setup_input()
+        self.info = self._describe(checkpoint, checkpoint_sha256)
+        if self.cuda_graphs or (warmup if warmup is not None else self.device.type != "cpu"):
+            self.warmup()
+
+    # ------------------------------------------------------------------ construction
+    def _load_model(self, sam: Sam) -> Sam:
+        """Meta's model in eval mode, its preprocessing checked, the prompt modules on the
+        device (the image encoder moves in _build_encoder)."""
+        model = sam.eval()
+        _check_preprocessing(model)
+        model.prompt_encoder.to(self.device)
+        model.mask_decoder.to(self.device)
+        return model
+
+    def _build_decoder(self) -> FastMaskDecoder:
+        """The fast decoder (image terms cached per image). The reassociated decoder halves the
+        FLOPs, which pays on a CPU. On an H100 both are launch-bound and measured alike
+        (benchmarks/results/engine_vit_h_cuda*.json), so "auto" keeps the fast one; "meta"
+        (meta_decoder) runs Meta's module unchanged in predict, for comparison."""
+        return FastMaskDecoder(self.model.prompt_encoder, self.model.mask_decoder,
+                               chunk=1 if self.device.type == "cpu" else None)
+
+    def _wants_click_onnx(self, click_onnx: bool | None) -> bool:
+        if click_onnx is None:
+            return self.device.type == "cpu" and not self.meta_decoder and available()
+        if click_onnx and self.device.type != "cpu":
+            raise ValueError("click_onnx runs on onnxruntime's CPU provider: use it on a CPU")
+        return bool(click_onnx)
+
+    def _setup_input(self) -> None:
+        """How images reach the encoder: on CUDA uint8 uploads from pinned memory on a copy
+        stream, resized on the device (encoders.input); elsewhere resized, normalised, padded
+        pixels from prepare. Both give their own cache keys and PreparedImage tags."""
         self.resize_on_device = self.device.type == "cuda"
         self._copy_stream = torch.cuda.Stream(self.device) if self.resize_on_device else None
+        self._mean, self._std = mean_std(self.device)
         variant = [] if self.choice.dtype == "float32" else [_SHORT[self.choice.dtype]]
         variant += ["gpu-resize"] if self.resize_on_device else []
         self._key_extra = ".".join([self.weights_id, *variant])
         self._prepared_by = "sam:pinned-uint8" if self.resize_on_device else "sam:cpu-pixels"
-        parts = ["fast encoder" if fast else "Meta's encoder modules"]
+
+    def _describe(self, checkpoint: str | None, checkpoint_sha256: str | None) -> EngineInfo:
+        parts = ["fast encoder" if self.fast else "Meta's encoder modules"]
         parts += ["Meta's decoder" if self.meta_decoder else "fast decoder"]
         parts += ["onnxruntime click decoder"] if self.click_onnx else []
         parts += ["torch.compile"] if self.compiled else []
         parts += ["CUDA graphs"] if self.cuda_graphs else []
-        self.info = EngineInfo(
+        return EngineInfo(
             name="sam",
-            model_id=model_id,
+            model_id=self.model_id,
             device=self.choice.device,
             dtype=self.choice.dtype,
             checkpoint=checkpoint,
             checkpoint_sha256=checkpoint_sha256,
             note=f"{self.choice.reason}; {', '.join(parts)}",
         )
-        if self.cuda_graphs or (warmup if warmup is not None else self.device.type != "cpu"):
-            self.warmup()
-        # at load, not at the first image: the export holds the GIL for up to ~50 ms at a time
-        self.click_decoder()
 
     # ------------------------------------------------------------------ encoder
     def _build_encoder(self) -> torch.nn.Module:
@@ -209,35 +219,19 @@ class SamEngine:
 
     # ------------------------------------------------------------------ image
     def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
-        return ResizeLongestSide.get_preprocess_shape(original_size[0], original_size[1], IMG_SIZE)
-
-    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        """RGB uint8 (H, W, 3) -> normalised, padded (1, 3, 1024, 1024) float tensor.
-
-        The resize is segment-anything's own (ResizeLongestSide.apply_image), so embeddings match
-        SamPredictor's for the same pixels.
-        """
-        resized = self.transform.apply_image(rgb)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).float()
-        x = (x - self._mean) / self._std
-        h, w = x.shape[-2:]
-        x = torch.nn.functional.pad(x, (0, IMG_SIZE - w, 0, IMG_SIZE - h))
-        return x.unsqueeze(0)
+        """(h, w) of the resized image inside the encoder's square input."""
+        return preprocess.preprocess_shape(int(original_size[0]), int(original_size[1]))
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
         """CPU-side work for one image, safe on worker threads (no model call): conversion,
-        content digest, and the encoder input (CPU: resized, normalised, padded pixels; CUDA:
-        the uint8 image in pinned memory, resized on the GPU)."""
+        content digest, and the encoder input (CPU: resized, normalised, padded pixels, the
+        same as SamPredictor's; CUDA: the uint8 image in pinned memory, resized on the GPU)."""
         rgb = to_rgb8(image)
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         if self.resize_on_device:
             payload = pinned(np.ascontiguousarray(rgb))
         else:
-            resized = self.transform.apply_image(rgb)
-            x = torch.from_numpy(resized).permute(2, 0, 1).float()
-            x = (x - self._mean_cpu) / self._std_cpu
-            payload = torch.nn.functional.pad(
-                x, (0, IMG_SIZE - x.shape[2], 0, IMG_SIZE - x.shape[1]))
+            payload = cpu_input(rgb)
         return PreparedImage(rgb, image_digest(rgb), size, self.input_size(size),
                              self._prepared_by, payload)
 
@@ -342,14 +336,15 @@ class SamEngine:
             embedding=embedding,
             terms=terms,
             upsampler=MaskUpsampler(input_size, original_size),
-            click_terms=click_terms(terms) if self._click is not None else None,
+            click_terms=click_terms(terms) if self.click_decoder() is not None else None,
         )
         return ImageHandle(key, original_size, input_size, feats, from_cache)
 
     def click_decoder(self) -> OnnxClickDecoder | None:
-        """The onnxruntime click decoder (exported, or loaded from the disk cache's folder, when
-        the engine is built); None when off or when that failed (then PyTorch decodes
-        everything)."""
+        """The onnxruntime click decoder, built at the first call (the first image, or an
+        explicit call at load: the export takes about a second and holds the GIL for up to
+        ~50 ms at a time); exported, or loaded from the disk cache's folder. None when off or
+        when that failed (then PyTorch decodes everything)."""
         if not self.click_onnx:
             return None
         with self._click_lock:
@@ -374,13 +369,13 @@ class SamEngine:
         b = max(p.n_boxes, 1)
         points = labels = boxes = mask = None
         if p.points is not None:
-            coords = self.transform.apply_coords(p.points, handle.original_size)
+            coords = preprocess.apply_coords(p.points, handle.original_size)
             points = torch.as_tensor(coords, dtype=torch.float, device=self.device)
             points = points.unsqueeze(0).expand(b, -1, -1)
             labels = torch.as_tensor(p.labels, dtype=torch.int, device=self.device)
             labels = labels.unsqueeze(0).expand(b, -1)
         if p.boxes is not None:
-            bx = self.transform.apply_boxes(p.boxes, handle.original_size)
+            bx = preprocess.apply_boxes(p.boxes, handle.original_size)
             boxes = torch.as_tensor(bx, dtype=torch.float, device=self.device)
         if p.mask_input is not None:
             mask = torch.as_tensor(p.mask_input, device=self.device).unsqueeze(0)
@@ -432,7 +427,7 @@ class SamEngine:
         terms = feats.click_terms
         if p.mask_input is not None:  # the same graph on the mask-corrected image terms
             mask = torch.as_tensor(p.mask_input, dtype=torch.float, device=self.device)[None]
-            terms = masked_click_terms(self.decoder, terms, mask)
+            terms = {k: t[0] for k, t in self.decoder.mask_corrected(terms, mask).items()}
             p = replace(p, mask_input=None)
         low, iou = self._click(terms, p, handle.original_size)
         sl = slice(1, None) if multimask_output else slice(0, 1)
@@ -441,6 +436,13 @@ class SamEngine:
             scores=iou, low_res_logits=low, image_size=handle.original_size,
             upsample=lambda b, c: feats.upsampler(torch.from_numpy(low[b, c][None]))[0],
         )
+
+
+def _weights_id(sam: Sam, checkpoint_sha256: str | None) -> str:
+    """The embeddings' weights identity for cache keys: the encoder's fingerprint, and the
+    whole checkpoint file's hash when known (any change gives other cache keys)."""
+    fingerprint = weights_fingerprint(sam)
+    return f"{fingerprint}-{checkpoint_sha256[:16]}" if checkpoint_sha256 else fingerprint
 
 
 def weights_fingerprint(sam: Sam) -> str:

@@ -5,8 +5,8 @@ CPU kernels (static batch of one, written-out token softmax, final attention for
 tokens only, a cheap pixel shuffle). onnxruntime runs it in ~2/3 of eager PyTorch's time
 (benchmarks/results/onnx_decoder_cpu.json, vit_b on 2 cores: 23 ms against 35 ms per click),
 which the GUI's click-to-mask budget needs. A prompt with a mask input runs the same graph on
-the image terms corrected for that mask (FastMaskDecoder.mask_rows / mask_factors), one run per
-box. The graph is exported in-process from the engine's own prompt encoder and mask decoder
+the image terms corrected for that mask (FastMaskDecoder.mask_corrected on click_terms), one run
+per box. The graph is exported in-process from the engine's own prompt encoder and mask decoder
 (under a second) and kept in the embedding cache's folder (subfolder onnx-click) when it has
 one, under a hash of those modules' weights. A failed export leaves every prompt to PyTorch.
 """
@@ -60,20 +60,6 @@ def click_terms(terms: ImageTerms) -> dict[str, torch.Tensor]:
 
     return {"src": terms.src.contiguous(), "k1h": split(terms.k1), "v1h": split(terms.v1),
             "q1": terms.q1.contiguous()}
-
-
-@torch.no_grad()
-def masked_click_terms(decoder: FastMaskDecoder, terms: dict[str, torch.Tensor],
-                       mask_input: torch.Tensor) -> dict[str, torch.Tensor]:
-    """click_terms of the image with a mask input (1, 1, 256, 256): one fused multiply-add
-    per input, straight into the graph's per-head layout (~3 ms for vit_b on 2 cores, where
-    correcting ImageTerms and splitting them took 11)."""
-    h = decoder.mask_rows(mask_input)[0]  # HW, 17
-    f = decoder.mask_factors()
-    out = {"src": torch.addmm(terms["src"], h, f["src"])}
-    for name, factor in (("k1h", f["k1h"]), ("v1h", f["v1h"]), ("q1", f["q1h"])):
-        out[name] = torch.baddbmm(terms[name], h.expand(factor.shape[0], -1, -1), factor)
-    return out
 
 
 def _export(sam: Sam) -> bytes:

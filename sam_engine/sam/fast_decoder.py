@@ -19,6 +19,7 @@ used wherever the work is per-token only (self-attention, MLPs, upscaling, heads
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,10 @@ class ImageTerms:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.src, self.pos, self.k1, self.v1,
                                                            self.q1))
+
+    def layer1(self) -> dict[str, Tensor]:
+        """The terms a mask input corrects, by name (FastMaskDecoder.mask_corrected)."""
+        return {"src": self.src, "k1": self.k1, "v1": self.v1, "q1": self.q1}
 
 
 def _heads(w: Tensor, n_heads: int) -> Tensor:
@@ -72,7 +77,7 @@ class FastMaskDecoder:
         self._wc = last.weight.detach()[:, :, 0, 0]  # (C, 16)
         self._bc = last.bias.detach()  # (C,)
         self._no_mask = prompt_encoder.no_mask_embed.weight.detach()[0]  # (C,)
-        self._upscaler = _upscaler_weights(mask_decoder)
+        self.upscaler = upscaler_weights(mask_decoder)
         self._mask_factors: dict[str, Tensor] | None = None
 
     # ----------------------------------------------------------------- per image
@@ -127,7 +132,8 @@ class FastMaskDecoder:
         if mask_input is None:
             src, k1, v1, q1 = (t.unsqueeze(0) for t in (terms.src, terms.k1, terms.v1, terms.q1))
         else:
-            src, k1, v1, q1 = self._masked(terms, mask_input)
+            c = self.mask_corrected(terms.layer1(), mask_input)
+            src, k1, v1, q1 = c["src"], c["k1"], c["v1"], c["q1"]
         queries, keys = self.transformer(tokens, src, pos, k1, v1, q1)
         return self._heads(queries, keys, terms.size, multimask_output)
 
@@ -139,9 +145,10 @@ class FastMaskDecoder:
         return torch.cat([h16, h16.new_ones(*h16.shape[:2], 1)], dim=2)
 
     def mask_factors(self) -> dict[str, Tensor]:
-        """(17, n) matrices of mask_rows: for src, k1, v1, q1, and q1h, k1h, v1h per head
-        (heads, 17, d). dense = H16 @ Wc^T + bc replaces the no-mask constant, so
-        term += [H16, 1] @ [[Wc^T W^T], [(bc - no_mask) W^T]] (W = I for src)."""
+        """The factors of mask_rows per layer-1 term, named and laid out as image_terms.onnx's
+        outputs: src, k1, v1 (17, n) and q1, k1h, v1h per head (heads, 17, d). The dense
+        embedding H16 @ Wc^T + bc replaces the no-mask constant, so a term with projection W
+        changes by [H16, 1] @ [[Wc^T W^T], [(bc - no_mask) W^T]] (W = I for src)."""
         if self._mask_factors is None:
             layer1 = self.tf.layers[0]
             t2i, i2t = layer1.cross_attn_token_to_image, layer1.cross_attn_image_to_token
@@ -152,25 +159,37 @@ class FastMaskDecoder:
                 f[name] = torch.cat([wc @ w, c0 @ w])
             for name, a in (("k1", t2i), ("v1", t2i), ("q1", i2t)):
                 f[name + "h"] = f[name].view(17, a.num_heads, -1).transpose(0, 1).contiguous()
+            f["q1"] = f.pop("q1h")  # ImageTerms.q1 is per head already
             self._mask_factors = f
         return self._mask_factors
 
-    def _masked(self, terms: ImageTerms, mask_input: Tensor):
-        """Layer-1 terms src, k1, v1 (B, HW, C|Ci) and q1 (B, heads, HW, d) for a mask input
-        (B, 1, 256, 256): one fused multiply-add each (mask_rows @ mask_factors)."""
-        h = self.mask_rows(mask_input)  # B, HW, 17
-        f = self.mask_factors()
-        b, hw, _ = h.shape
+    def mask_corrected(self, terms: Mapping[str, Tensor], mask_input: Tensor,
+                       gate: Tensor | None = None) -> dict[str, Tensor]:
+        """Layer-1 image terms for a mask input (B, 1, 256, 256): t + mask_rows @ factor, one
+        fused multiply-add per term. The one mask-input correction of the PyTorch decoder, the
+        ONNX graphs and the click decoder's inputs.
 
-        def add(t: Tensor, m: Tensor) -> Tensor:
-            return torch.baddbmm(t.expand(b, -1, -1), h, m.expand(b, -1, -1))
-
-        nh, _, d = terms.q1.shape
-        q1 = torch.baddbmm(terms.q1.expand(b, -1, -1, -1).reshape(b * nh, hw, d),
-                           h[:, None].expand(-1, nh, -1, -1).reshape(b * nh, hw, -1),
-                           f["q1h"].expand(b, -1, -1, -1).reshape(b * nh, -1, d))
-        return (add(terms.src, f["src"]), add(terms.k1, f["k1"]), add(terms.v1, f["v1"]),
-                q1.view(b, nh, hw, d))
+        terms: unbatched, named as image_terms.onnx's outputs (src, k1, v1: (HW, n); q1, k1h,
+        v1h: (heads, HW, d)); returns them batched, (B, HW, n) and (B, heads, HW, d). gate (B,):
+        per-prompt factor of the correction (the graphs' has_mask_input: 0 keeps the no-mask
+        terms exactly)."""
+        rows = self.mask_rows(mask_input)  # B, HW, 17
+        if gate is not None:
+            rows = rows * gate.reshape(-1, 1, 1).to(rows.dtype)
+        factors = self.mask_factors()
+        b, hw, k = rows.shape
+        out = {}
+        for name, t in terms.items():
+            f = factors[name]
+            if t.dim() == 2:
+                out[name] = torch.baddbmm(t.expand(b, -1, -1), rows, f.expand(b, -1, -1))
+                continue
+            nh, _, d = t.shape
+            per_head = torch.baddbmm(t.expand(b, -1, -1, -1).reshape(b * nh, hw, d),
+                                     rows[:, None].expand(-1, nh, -1, -1).reshape(b * nh, hw, k),
+                                     f.expand(b, -1, -1, -1).reshape(b * nh, k, d))
+            out[name] = per_head.view(b, nh, hw, d)
+        return out
 
     def transformer(
         self, tokens: Tensor, src: Tensor, pos: Tensor, k1: Tensor, v1: Tensor, q1: Tensor
@@ -216,11 +235,6 @@ class FastMaskDecoder:
 
         return queries, keys
 
-    def fold(self, h16: Tensor, proj: torch.nn.Linear) -> Tensor:
-        """proj(x + dense) - proj(x + no_mask) for dense = h16 @ Wc^T + bc."""
-        w = proj.weight
-        return h16 @ (self._wc.t() @ w.t()) + (self._bc - self._no_mask) @ w.t()
-
     def _heads(
         self, queries: Tensor, keys: Tensor, size: tuple[int, int], multimask_output: bool
     ) -> tuple[Tensor, Tensor]:
@@ -241,7 +255,7 @@ class FastMaskDecoder:
         hyper_in = torch.stack(
             [md.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in idx], dim=2
         )  # B, 32, M
-        w1, b1, ln, w2, b2 = self._upscaler
+        w1, b1, ln, w2, b2 = self.upscaler
         x = torch.addmm(b1, keys.reshape(b * hw, c), w1)  # (B*HW, 4*C1) as (ky, kx, c1)
         c1 = ln.normalized_shape[0]
         x = torch.nn.functional.layer_norm(x.view(-1, c1), (c1,), ln.weight, ln.bias, ln.eps)
@@ -256,7 +270,7 @@ class FastMaskDecoder:
         return masks.reshape(b, m, 4 * h, 4 * w)
 
 
-def _upscaler_weights(md: MaskDecoder):
+def upscaler_weights(md: MaskDecoder):
     """ConvTranspose2d(k=2, s=2) weights (in, out, 2, 2) as (in, 4*out) matrices ordered
     (ky, kx, out), with biases repeated to match, plus the LayerNorm2d between them."""
     conv1, ln, act1, conv2, act2 = md.output_upscaling
@@ -271,11 +285,13 @@ def _upscaler_weights(md: MaskDecoder):
 
     w1, b1 = mat(conv1)
     w2, b2 = mat(conv2)
-    return w1, b1, _LayerNormParams(ln.weight.detach(), ln.bias.detach(), ln.eps), w2, b2
+    return w1, b1, LayerNormParams(ln.weight.detach(), ln.bias.detach(), ln.eps), w2, b2
 
 
 @dataclass
-class _LayerNormParams:
+class LayerNormParams:
+    """The LayerNorm2d of the upscaler, applied channels-last with layer_norm."""
+
     weight: Tensor
     bias: Tensor
     eps: float
