@@ -313,7 +313,7 @@ def test_lite_bundle_contents(lite_bundle):
     assert {"Qt / PySide6", "ONNX Runtime", "OpenCV", "NumPy"} <= names
     assert not names & {"PyTorch", "torchvision", "segment-anything (code)"}
     assert "- PyTorch" not in licences
-    assert (internal / "app" / "_bundle_about.json").is_file()
+    assert (internal / "app" / "shell" / "_bundle_about.json").is_file()
     assert (lite_bundle / "models" / "README.txt").is_file()
     assert (lite_bundle / "sam-inspect.desktop").is_file()
     assert not list(internal.rglob("*.pth")) and not list(internal.rglob("encoder.onnx"))
