@@ -36,3 +36,21 @@ def write_parts(folder: Path, n: int, seed: int = 0, suffixes=(".png",),
         (prompts / f"part_{i:02d}.json").write_text(json.dumps({"defects": defects}))
         truth[rel] = defects
     return truth
+
+
+# the synthetic parts' classes, calibrated; PATCH_LIMIT makes every patch a FAIL
+RECIPE_BASE = """
+schema_version = 1
+[part]
+name = "synthetic"
+version = "1"
+[calibration]
+mm_per_px = 0.05
+[classes.scratch]
+[classes.pit]
+[classes.crack]
+[classes.stain]
+[classes.inclusion]
+[classes.patch]
+"""
+PATCH_LIMIT = "max_count = 0\n"

@@ -23,23 +23,9 @@ from app.store import InspectionStore
 from sam_engine.classic import ClassicEngine
 from sam_engine.image_io import load_image
 from sam_engine.prompts import Prompts
-from tests.batch_data import SIZE, write_parts
+from tests.batch_data import PATCH_LIMIT, RECIPE_BASE, SIZE, write_parts
 
-RECIPE = """
-schema_version = 1
-[part]
-name = "synthetic"
-version = "1"
-[calibration]
-mm_per_px = 0.05
-[classes.scratch]
-[classes.pit]
-[classes.crack]
-[classes.stain]
-[classes.inclusion]
-[classes.patch]
-max_count = 0
-"""
+RECIPE = RECIPE_BASE + PATCH_LIMIT
 
 
 def config(tmp: Path, **kw) -> BatchConfig:

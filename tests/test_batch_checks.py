@@ -24,22 +24,9 @@ from app.inspection.measure import Calibration, CalibrationError, measure
 from app.inspection.recipe import RecipeError, parse_recipe
 from app.outputs import atomic_write
 from app.shell.cli import main as cli_main
-from tests.batch_data import SIZE, write_parts
+from tests.batch_data import RECIPE_BASE, SIZE, write_parts
 
-RECIPE = """
-schema_version = 1
-[part]
-name = "synthetic"
-version = "1"
-[calibration]
-mm_per_px = 0.05
-[classes.scratch]
-[classes.pit]
-[classes.crack]
-[classes.stain]
-[classes.inclusion]
-[classes.patch]
-"""
+RECIPE = RECIPE_BASE
 
 
 def config(tmp: Path, **kw) -> BatchConfig:
