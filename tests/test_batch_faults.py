@@ -140,3 +140,28 @@ def test_forced_redo_under_unchanged_settings_stores_nothing_twice(reference, tm
     assert again.summary["images_inspected"] == N
     assert comparable(again.records) == comparable(runs["A"].records)
     assert stored(out) == Counter({(str(tmp / "in" / r.rel), "A"): 1 for r in runs["A"].records})
+
+
+def test_lost_or_damaged_ledger_and_a_store_missing_done_images(reference, tmp_path, caplog):
+    """The store is the source of truth: a garbage ledger redoes the images without storing
+    them twice, and images the ledger calls done but the store lacks are inspected again."""
+    tmp, runs = reference
+    paths = sorted(str(tmp / "in" / r.rel) for r in runs["A"].records)
+    out = tmp_path / "out"
+    shutil.copytree(tmp / "ref_A", out)
+    (out / "ledger.jsonl").write_text("garbage\n" * 5)
+    again = run_batch(cfg(tmp / "in", out, "A"))
+    assert again.exit_code == 0 and again.summary["images_inspected"] == N
+    assert stored(out) == Counter({(p, "A"): 1 for p in paths})
+    assert "5 unreadable lines" in caplog.text
+
+    with contextlib.closing(sqlite3.connect(out / "inspections.db")) as db:
+        db.execute("PRAGMA foreign_keys = ON")  # its defects and reasons go with it
+        db.execute("DELETE FROM inspections WHERE image_path = ?", (paths[0],))
+        db.commit()
+    caplog.clear()
+    third = run_batch(cfg(tmp / "in", out, "A"))
+    assert third.exit_code == 0 and third.summary["images_inspected"] == 1
+    assert "its inspection is not in the store" in caplog.text
+    assert stored(out) == Counter({(p, "A"): 1 for p in paths})
+    assert comparable(third.records) == comparable(runs["A"].records)
