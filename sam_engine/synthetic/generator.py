@@ -29,7 +29,7 @@ import numpy as np
 KINDS: tuple[str, ...] = ("scratch", "pit", "crack", "stain", "inclusion", "patch")
 MATERIALS: tuple[str, ...] = ("metal", "ceramic")
 
-# Columns of /work/shared/data/defects manifests (bbox columns are inclusive pixel indices).
+# Columns of ../shared/data/defects manifests (bbox columns are inclusive pixel indices).
 MANIFEST_COLUMNS = ("dataset", "image_path", "mask_path", "class", "width", "height",
                     "mask_area_px", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "n_components")
 COMPONENT_COLUMNS = ("dataset", "image_path", "mask_path", "class", "component_id", "area_px",
