@@ -7,7 +7,6 @@ counts as done (see verify_*); results go into manifest.json beside the models.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from sam_engine.onnx.manifest import (
     Preprocessing,
     TensorSpec,
     VerifyResult,
+    graph_digest,
 )
 from sam_engine.onnx.quantize import quantize_all, quantize_decoder
 from sam_engine.onnx.runtime import prompt_arrays, run_fast_decoder
@@ -147,14 +147,6 @@ def _save(model: onnx.ModelProto, path: Path, external_data_bytes: int) -> tuple
     return (data,)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 _ONNX_TYPES = {1: "float32", 7: "int64", 2: "uint8", 10: "float16", 6: "int32"}
 
 
@@ -170,12 +162,7 @@ def _specs(values) -> tuple[TensorSpec, ...]:
 def _describe(path: Path, role: str, quantized: bool, external: tuple[str, ...]) -> OnnxFile:
     model = onnx.load(str(path), load_external_data=False)
     size = path.stat().st_size + sum((path.parent / e).stat().st_size for e in external)
-    sha = sha256_file(path)
-    if external:  # one digest over the graph and its data, in order
-        h = hashlib.sha256(sha.encode())
-        for e in external:
-            h.update(sha256_file(path.parent / e).encode())
-        sha = h.hexdigest()
+    sha = graph_digest(path.parent, path.name, external)
     return OnnxFile(path.name, role, quantized, sha, size, _specs(model.graph.input),
                     _specs(model.graph.output), external)
 

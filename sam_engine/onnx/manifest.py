@@ -177,17 +177,23 @@ def _file(d: dict) -> OnnxFile:
 REEXPORT_HINT = "re-run `sam-inspect export-onnx` into this folder"
 
 
-def file_digest(folder: str | Path, f: OnnxFile) -> str:
-    """The sha256 the manifest records for `f` (see module doc), computed from the files in
-    `folder`; each file's hash is cached per path, size and mtime (file_hash)."""
+def graph_digest(folder: str | Path, name: str, external_data: tuple[str, ...] = ()) -> str:
+    """The sha256 a manifest records for graph `name` in `folder` (see module doc): the file's
+    own sha256, or one digest over it and its external data files in order. Each file's hash
+    is cached per path, size and mtime (file_hash), so the export's hashes serve its loads."""
     folder = Path(folder)
-    sha = file_sha256(folder / f.path)
-    if not f.external_data:
+    sha = file_sha256(folder / name)
+    if not external_data:
         return sha
     h = hashlib.sha256(sha.encode())
-    for e in f.external_data:
+    for e in external_data:
         h.update(file_sha256(folder / e).encode())
     return h.hexdigest()
+
+
+def file_digest(folder: str | Path, f: OnnxFile) -> str:
+    """The sha256 the manifest records for `f`, computed from the files in `folder`."""
+    return graph_digest(folder, f.path, f.external_data)
 
 
 def check_file(
