@@ -1,22 +1,42 @@
-"""Choosing and building an engine: SAM when a checkpoint is installed, else the default engine."""
+"""Choosing and building an engine: SAM, the project's learned models, or the classic engine.
+
+"auto" picks, and says which and why (EngineInfo.note, logged at INFO, which the CLI prints on
+stderr): the model promoted for the recipe's part name when a recipe is given, else SAM when a
+checkpoint is installed, else the better of the learned base and the classic engine by the
+held-out figures in the base's manifest (the classic engine when that comparison is missing or
+the base is missing or damaged).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import replace
 from pathlib import Path
 
 from sam_engine.engine import Engine
-from sam_engine.errors import SamEngineError
+from sam_engine.errors import CheckpointError, SamEngineError
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("auto", "sam", "classic")  # the CLI's --engine choices
+ENGINE_NAMES = ("auto", "sam", "classic", "learned")  # the CLI's --engine choices
 # load_engine also builds "onnx": the torch-free OnnxEngine on a folder from `export-onnx`
 # (it needs models_dir, so it is not offered where only a name is given)
 ALL_ENGINES = (*ENGINE_NAMES, "onnx")
 DISK_CACHE_BYTES = 4 << 30  # about 1000 embeddings of 4 MiB
 # Preferred SAM models, best first, for "auto" on each kind of device.
 _AUTO_ORDER = {"cuda": ("vit_h", "vit_l", "vit_b", "vit_t"), "cpu": ("vit_b", "vit_t", "vit_l")}
+# Where "auto" reads the base's and the classic engine's held-out box IoU (base manifest metrics)
+BASE_METRIC = "synthetic_test"
+CLASSIC_METRIC = "classic_synthetic_test"
+
+
+def model_kind(model: str) -> str:
+    """"sam" for a SAM checkpoint id (vit_b, ...), else "learned" (learned-base, a tuned model
+    NAME[@VERSION] or a model folder)."""
+    from sam_engine.weights.registry import load_manifest
+
+    return "sam" if model in load_manifest() else "learned"
 
 
 def load_engine(
@@ -30,23 +50,26 @@ def load_engine(
     models_dir: str | Path | None = None,
     checkpoint_sha256: str | None = None,
     allow_unverified: bool = False,
+    recipe: str | None = None,
     **onnx_options,
 ) -> Engine:
     """Build the engine named `engine`.
 
-    auto: SAM with `model` (or the best installed checkpoint for the device) when one is found,
-    otherwise the classical default engine, with a note saying so. sam: SAM or a clear error.
-    classic: the default engine, which needs no weights. SAM embeddings are cached in memory
-    and, with disk_cache, in default_cache_dir() ($SAM_INSPECT_CACHE) unless `cache` is given.
-    onnx: OnnxEngine on models_dir (a folder written by `sam-inspect export-onnx`), on
-    onnxruntime only, never importing torch; onnx_options go to OnnxEngine (quantized,
-    providers, threads, chunk).
+    auto: see the module doc; `recipe` is the recipe's part name (its promoted model wins), a
+    `model` naming a learned model loads it, a SAM id is used when installed. sam: SAM or a
+    clear error. classic: the default engine, which needs no weights. learned: the model
+    `model` names (registry.resolve: learned-base (the default), NAME, NAME@VERSION or a
+    folder). SAM embeddings are cached in memory and, with disk_cache, in default_cache_dir()
+    ($SAM_INSPECT_CACHE) unless `cache` is given. onnx: OnnxEngine on models_dir (a folder
+    written by `sam-inspect export-onnx`), on onnxruntime only, never importing torch;
+    onnx_options go to OnnxEngine (quantized, providers, threads, chunk).
 
-    The checkpoint's sha256 is computed (cached per file version) and recorded in
-    info.checkpoint_sha256; checkpoint_sha256 is the expected one for a custom file (else the
-    manifest's for an official file name, else PATH.sha256). A mismatch raises
-    CheckpointMismatchError unless allow_unverified (then info.checkpoint_verified is False and
-    the note says so). For "onnx", allow_unverified also loads graphs whose export check failed.
+    The weights' sha256 is computed (cached per file version) and recorded in
+    info.checkpoint_sha256; checkpoint_sha256 is the expected one (SAM: for a custom file,
+    else the manifest's for an official file name, else PATH.sha256). A mismatch raises
+    CheckpointMismatchError (learned: CheckpointError) unless allow_unverified (then
+    info.checkpoint_verified is False and the note says so). For "onnx", allow_unverified
+    also loads graphs whose export check failed.
     """
     if engine not in ALL_ENGINES:
         raise SamEngineError(f"unknown engine {engine!r}; choose one of {', '.join(ALL_ENGINES)}")
@@ -58,10 +81,27 @@ def load_engine(
         raise TypeError(f"options {sorted(onnx_options)} apply to engine='onnx' only")
     if engine == "classic":
         return _classic(cache)
+    if engine == "learned":
+        if checkpoint is not None:
+            raise SamEngineError("--checkpoint names a SAM checkpoint file; for the learned "
+                                 "engine name the model (or its folder) with --model")
+        return _learned(model, device, checkpoint_sha256, allow_unverified)
+    if engine == "auto" and checkpoint is None:
+        if model is not None and model_kind(model) == "learned":
+            return _announce(_learned(model, device, checkpoint_sha256, allow_unverified),
+                             f"auto: learned model {model}, as named")
+        if model is None and recipe is not None:
+            promoted = _promoted(recipe, device)
+            if promoted is not None:
+                return promoted
     from sam_engine.sam.device import choose_device
     from sam_engine.weights.registry import find_checkpoint
 
     choice = choose_device(device, precision)
+    asked_promotion = engine == "auto" and recipe is not None and model is None \
+        and checkpoint is None
+    unpromoted = f"no model is promoted for recipe {recipe!r}; " if asked_promotion else ""
+    why = ""
     if checkpoint is None and model is None:
         order = _AUTO_ORDER["cuda" if choice.device.startswith("cuda") else "cpu"]
         found = [(m, find_checkpoint(m)) for m in order]
@@ -72,20 +112,21 @@ def load_engine(
                     "no SAM checkpoint is installed; run `sam-inspect models download vit_b` "
                     "or pass --checkpoint PATH"
                 )
-            return _classic(cache, note="no SAM checkpoint installed: using the default engine")
+            return best_default_engine(f"{unpromoted}no SAM checkpoint installed", device, cache)
         model, checkpoint = found[0]
+        why = f"auto: SAM {model}: {unpromoted}its checkpoint is installed ({checkpoint})"
     elif engine == "auto" and checkpoint is None and find_checkpoint(model) is None:
-        return _classic(
-            cache, note=f"SAM model {model} is not installed: using the default engine"
-        )
-    return _sam(model or "vit_b", checkpoint, choice, cache, disk_cache, checkpoint_sha256,
-                allow_unverified)
+        return best_default_engine(f"{unpromoted}SAM model {model} is not installed", device,
+                                   cache)
+    eng = _sam(model or "vit_b", checkpoint, choice, cache, disk_cache, checkpoint_sha256,
+               allow_unverified)
+    if engine != "auto":
+        return eng
+    return _announce(eng, why or f"auto: SAM {model or 'vit_b'}, as named")
 
 
 def _sam(model: str, checkpoint, choice, cache, disk_cache: bool, expected: str | None,
          allow_unverified: bool) -> Engine:
-    from dataclasses import replace
-
     from sam_engine.embedding_cache import EmbeddingCache, default_cache_dir
     from sam_engine.sam.backend import SamEngine
     from sam_engine.weights.checkpoint import load_sam_checked
@@ -113,8 +154,11 @@ def _onnx(models_dir, cache, options: dict) -> Engine:
     if models_dir is None:
         raise SamEngineError("engine 'onnx' needs models_dir: the folder written by "
                              "`sam-inspect export-onnx --model NAME --out DIR`")
+    from sam_engine.onnx.learned_runtime import OnnxLearnedEngine, is_learned_export
     from sam_engine.onnx.runtime import OnnxEngine  # numpy + onnxruntime + OpenCV only
 
+    if is_learned_export(models_dir):  # learned-engine export: no image encoder, no cache
+        return OnnxLearnedEngine(models_dir, **options)
     return OnnxEngine(models_dir, cache=cache, **options)
 
 
@@ -122,9 +166,106 @@ def _classic(cache, note: str = "") -> Engine:
     from sam_engine.classic import ClassicEngine
 
     eng = ClassicEngine(cache=cache)
-    if note:
-        from dataclasses import replace
+    return _announce(eng, note) if note else eng
 
-        eng.info = replace(eng.info, note=note)
-        log.info("%s", note)
+
+def best_default_engine(why: str, device: str | None = None, cache=None) -> Engine:
+    """The better of the learned base and the classic engine when SAM is not used (`why`
+    says why not): decided by the held-out box IoU on synthetic parts that the base's manifest
+    records for both; the classic engine when that comparison is missing or the base is
+    missing or damaged. The note says which and why."""
+    from sam_engine.learned import registry
+    from sam_engine.learned.weights import MANIFEST_NAME, read_manifest
+
+    folder = registry.resolve(registry.BASE_NAME)
+    if not (folder / MANIFEST_NAME).is_file():
+        return _classic(cache, f"auto: the classic engine: {why} and the learned base is not "
+                               f"installed ({folder})")
+    try:
+        manifest = read_manifest(folder)
+    except CheckpointError as exc:
+        return _classic(cache, f"auto: the classic engine: {why} and the learned base is "
+                               f"damaged ({exc})")
+    base = _box_iou(manifest.metrics, BASE_METRIC)
+    classic = _box_iou(manifest.metrics, CLASSIC_METRIC)
+    if base is None or classic is None:
+        return _classic(cache, f"auto: the classic engine: {why} and the learned base's "
+                               f"manifest ({folder / MANIFEST_NAME}) records no held-out "
+                               "comparison with the classic engine")
+    figures = (f"held-out box IoU on synthetic parts: {manifest.model_id} {base:.3f}, classic "
+               f"{classic:.3f}, from the base's manifest")
+    if base <= classic:
+        return _classic(cache, f"auto: the classic engine: {why} and it does at least as well "
+                               f"as the learned base ({figures})")
+    try:
+        eng = _learned(str(folder), device, None, False)
+    except (CheckpointError, ValueError, OSError) as exc:
+        return _classic(cache, f"auto: the classic engine: {why} and the learned base is "
+                               f"damaged ({exc})")
+    return _announce(eng, f"auto: {manifest.model_id}: {why} and the learned base beats the "
+                          f"classic engine ({figures})")
+
+
+def _box_iou(metrics: object, key: str) -> float | None:
+    """metrics[key]["all"]["box"] when it is a finite number, else None."""
+    try:
+        value = metrics[key]["all"]["box"]  # type: ignore[index]
+    except (KeyError, TypeError, IndexError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _promoted(recipe: str, device: str | None) -> Engine | None:
+    """The model promoted for the recipe's part name (its recorded sha256 checked), or None."""
+    from sam_engine.learned.registry import promoted_for
+
+    p = promoted_for(recipe)
+    if p is None:
+        return None
+    eng = _learned(p.model_id, device, p.sha256, False)
+    reason = f": {p.reason}" if p.reason else ""
+    return _announce(eng, f"auto: {p.model_id}, promoted for recipe {recipe!r} on "
+                          f"{p.when}{reason}")
+
+
+def _learned(spec: str | None, device: str | None, expected: str | None,
+             allow_unverified: bool) -> Engine:
+    """LearnedEngine on the model `spec` names (default: the learned base)."""
+    from sam_engine.learned import registry
+    from sam_engine.learned.weights import MANIFEST_NAME
+
+    spec = spec or registry.BASE_NAME
+    try:
+        folder = registry.resolve(spec)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; the base model is {registry.BASE_NAME}") from None
+    if not (folder / MANIFEST_NAME).is_file():
+        raise CheckpointError(
+            f"learned model {spec} is not installed: {folder} has no {MANIFEST_NAME} (train the "
+            "base with `python -m sam_engine.learned.base`, or name a tuned model: "
+            "`sam-inspect tune --list`)")
+    from sam_engine.learned.engine import load_learned
+
+    try:
+        eng = load_learned(folder, device=device)
+    except (ValueError, KeyError, RuntimeError) as exc:  # a manifest the network cannot use
+        raise CheckpointError(f"learned model {folder} cannot be loaded: {exc}") from None
+    actual = eng.info.checkpoint_sha256
+    if expected is not None and expected.lower() != actual:
+        what = (f"{folder} has weights sha256 {actual}, not the expected {expected.lower()}")
+        if not allow_unverified:
+            raise CheckpointError(f"{what}; use the model version that was meant, or pass "
+                                  "--allow-unverified-checkpoint to use it anyway")
+        eng.info = replace(eng.info, checkpoint_verified=False,
+                           note=f"weights unverified: {what}")
+    return eng
+
+
+def _announce(eng: Engine, why: str) -> Engine:
+    """Put auto's choice and reason first in the engine's note, and log it."""
+    note = f"{why}; {eng.info.note}" if eng.info.note else why
+    eng.info = replace(eng.info, note=note)
+    log.info("%s", note)
     return eng

@@ -38,3 +38,11 @@ def make_window(qtbot, tmp_path):
         return w
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def tuned_registry(tmp_path_factory, monkeypatch):
+    """Every test gets an empty tuned-model registry of its own (never the user's)."""
+    root = tmp_path_factory.mktemp("tuned")
+    monkeypatch.setenv("SAM_INSPECT_TUNED", str(root))
+    return root

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app.inspection.measure import FIELD_OF_VIEW_MM, Datum
-from app.inspection.recipe import LotPlan, PromptSpec, RecipeError, parse_recipe
+from app.inspection.recipe import LotPlan, ModelPin, PromptSpec, RecipeError, parse_recipe
 
 PART = '[part]\nname = "p"\nversion = "2"\n'
 CAL = "[calibration]\nmm_per_px = 0.1\n"
@@ -14,6 +14,8 @@ ZONE = '[[zones]]\nname = "z1"\nbox = [0, 0, 10, 10]\n'
 CLASS = '[classes.scratch]\nmax_length_mm = 2.0\nforbidden_zones = ["z1"]\n'
 PROMPT = '[[prompts]]\nclass = "scratch"\nbox = [1, 1, 5, 5]\n'
 BASE = "\n".join(["schema_version = 1\n", PART, CAL, ZONE, CLASS, PROMPT])
+SHA = "ab" * 32
+MODEL = f'\n[model]\nname = "site@2"\nsha256 = "{SHA}"\n'
 
 
 def sub(old: str, new: str, text: str = BASE) -> str:
@@ -26,8 +28,8 @@ def sub(old: str, new: str, text: str = BASE) -> str:
 ERRORS = [
     # top level and schema_version
     ("top_unknown_key", "colour = 1\n" + BASE,
-     "bad.toml:1: colour: unknown key; allowed here: calibration, classes, datum, lot, part, "
-     "prompts, schema_version, zones"),
+     "bad.toml:1: colour: unknown key; allowed here: calibration, classes, datum, lot, model, "
+     "part, prompts, schema_version, zones"),
     ("schema_missing", sub("schema_version = 1\n", ""),
      "bad.toml:1: schema_version: missing; add 'schema_version = 1'"),
     ("schema_wrong", sub("schema_version = 1", "schema_version = 2"),
@@ -272,6 +274,33 @@ ERRORS = [
      "bad.toml:18: prompts[0]: relative coordinates must lie between 0 and 1"),
     ("prompt_second_bad", BASE + '\n[[prompts]]\nclass = "scratch"\n',
      "bad.toml:22: prompts[1]: a prompt needs a box and/or points"),
+    # [model]
+    ("model_not_table", 'model = "site@2"\n' + BASE,
+     "bad.toml:1: model: must be a table; got str"),
+    ("model_unknown_key", BASE + MODEL + 'version = "2"\n',
+     "bad.toml:25: model.version: unknown key; allowed here: name, sha256"),
+    ("model_name_missing", BASE + f'\n[model]\nsha256 = "{SHA}"\n',
+     "bad.toml:22: model: missing required key 'name'"),
+    ("model_name_number", BASE + MODEL.replace('"site@2"', "2"),
+     "bad.toml:23: model.name: must be a non-empty string; got 2"),
+    ("model_name_empty", BASE + MODEL.replace('"site@2"', '""'),
+     "bad.toml:23: model.name: must be a non-empty string; got ''"),
+    ("model_name_spaces", BASE + MODEL.replace('"site@2"', '"my model"'),
+     "bad.toml:23: model.name: must be a model id: learned-base, NAME@VERSION or a SAM id such "
+     "as vit_b; got 'my model'"),
+    ("model_name_two_versions", BASE + MODEL.replace('"site@2"', '"site@2@3"'),
+     "bad.toml:23: model.name: must be a model id: learned-base, NAME@VERSION or a SAM id such "
+     "as vit_b; got 'site@2@3'"),
+    ("model_sha_missing", BASE + '\n[model]\nname = "site@2"\n',
+     "bad.toml:22: model: missing required key 'sha256'"),
+    ("model_sha_short", BASE + MODEL.replace(SHA, "abc123"),
+     "bad.toml:24: model.sha256: must be the 64 hexadecimal digits of the weights' sha256; got "
+     "'abc123'"),
+    ("model_sha_not_hex", BASE + MODEL.replace(SHA, "z" * 64),
+     "bad.toml:24: model.sha256: must be the 64 hexadecimal digits of the weights' sha256; got "
+     f"'{'z' * 64}'"),
+    ("model_sha_number", BASE + MODEL.replace(f'"{SHA}"', "12"),
+     "bad.toml:24: model.sha256: must be a non-empty string; got 12"),
     # syntax
     ("toml_syntax", sub('version = "2"', "version = "),
      "bad.toml:5: TOML syntax: Invalid value (at line 5, column 11)"),
@@ -355,3 +384,12 @@ def test_sections_are_checked_in_a_fixed_order_whatever_their_place_in_the_file(
         assert info.value.field == "part"  # [part] is checked before [[zones]]
     good = "\n".join(["schema_version = 1\n", PROMPT, CLASS, ZONE, CAL, PART])
     assert parse_recipe(good, "ok.toml") == parse_recipe(BASE, "ok.toml")
+
+
+def test_model_pin_parses_and_is_optional():
+    assert parse_recipe(BASE, "ok.toml").model is None
+    r = parse_recipe(BASE + MODEL.replace(SHA, SHA.upper()), "ok.toml")
+    assert r.model == ModelPin("site@2", SHA)  # the sha256 is kept in lower case
+    assert r.model.line == 22
+    for name in ("learned-base", "vit_b", "site"):
+        assert parse_recipe(BASE + MODEL.replace("site@2", name), "ok.toml").model.name == name

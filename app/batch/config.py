@@ -25,8 +25,8 @@ class BatchConfig:
     auto: bool = False
     auto_settings: AutoMaskSettings = field(default_factory=AutoMaskSettings)
     auto_class: str = "defect"  # class name of automatic masks
-    engine: str = "auto"
-    model: str | None = None
+    engine: str = "auto"  # "auto" prefers the model promoted for the recipe's part name
+    model: str | None = None  # SAM id, or learned-base / NAME[@VERSION] / folder (learned)
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None  # expected sha256 of a custom checkpoint
     allow_unverified: bool = False  # use a checkpoint whose sha256 differs (recorded unverified)
@@ -84,3 +84,4 @@ def file_digest(path: Path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+

@@ -38,7 +38,7 @@ from app.batch.out_folder import OutputFolderError, OutputLock, remove_stale_tem
 from app.batch.outputs import read_record, write_image_outputs, write_reports
 from app.batch.prompt_sources import AutoPrompts, FilePrompts, PromptSource, RecipePrompts
 from app.batch.summary import RunCounts, build_summary, format_table
-from app.inspection.recipe import Recipe, load_recipe
+from app.inspection.recipe import Recipe, check_pinned, engine_for_recipe, load_recipe
 from app.outputs import atomic_write
 from sam_engine.errors import SamEngineError
 from sam_engine.image_io import load_image
@@ -93,6 +93,9 @@ def _default_factory(config: BatchConfig, engine) -> Callable[[], object]:
     from sam_engine.factory import load_engine
 
     info = engine.info
+    if info.name == "learned":  # the very folder and weights the driver loaded
+        return functools.partial(load_engine, "learned", model=info.checkpoint,
+                                 device=config.device, checkpoint_sha256=info.checkpoint_sha256)
     if info.name == "sam":
         return functools.partial(load_engine, "sam", model=info.model_id,
                                  checkpoint=info.checkpoint, device=config.device,
@@ -124,6 +127,8 @@ def run_batch(config: BatchConfig, engine=None,
     recipe = load_recipe(config.recipe) if config.recipe is not None else None
     recipe_text = Path(config.recipe).read_text(encoding="utf-8") if recipe else None
     source = _source(config, recipe)
+    if engine is None and engine_factory is None:
+        engine_for_recipe(recipe, config.engine, config.model)  # a conflict fails before any work
     try:
         images = find_images(Path(config.input), exclude=out,
                              patterns=tuple(config.exclude))
@@ -148,12 +153,13 @@ def _run_locked(config: BatchConfig, engine, engine_factory, out: Path, recipe: 
                 ) -> BatchResult:
     if config.ray is not None:
         if engine_factory is None:
-            engine = engine or _load_engine(config)
+            engine = engine or _load_engine(config, recipe)
             engine_factory = _default_factory(config, engine)
         elif engine is None:
             engine = engine_factory()  # the driver's copy identifies the results
     elif engine is None:
-        engine = engine_factory() if engine_factory is not None else _load_engine(config)
+        engine = engine_factory() if engine_factory is not None else _load_engine(config, recipe)
+    check_pinned(recipe, engine.info.model_id, engine.info.checkpoint_sha256)
     settings = settings_digest(config, engine_identity(engine), recipe_text, source.describe())
     job = Job(source, recipe, config.mm_per_px, config.auto_settings if config.auto else None,
               config.auto_class, config.lot, config.station, config.operator)
@@ -255,13 +261,19 @@ def _write_inspection_reports(out: Path, records: list[ImageRecord], config: Bat
             _report_failed(counts, dest, exc)
 
 
-def _load_engine(config: BatchConfig):
+def _load_engine(config: BatchConfig, recipe: Recipe | None = None):
+    """The engine config names; the recipe's pinned model when it pins one (its sha256 is the
+    expected one), and with engine "auto" the model promoted for the recipe's part name."""
     from sam_engine.factory import load_engine
 
-    return load_engine(config.engine, model=config.model, checkpoint=config.checkpoint,
+    name, model = engine_for_recipe(recipe, config.engine, config.model)
+    expected, allow = config.checkpoint_sha256, config.allow_unverified
+    if recipe is not None and recipe.model is not None:  # check_pinned refuses a mismatch
+        expected, allow = recipe.model.sha256, True
+    return load_engine(name, model=model, checkpoint=config.checkpoint,
                        device=config.device, precision=config.precision,
-                       checkpoint_sha256=config.checkpoint_sha256,
-                       allow_unverified=config.allow_unverified)
+                       checkpoint_sha256=expected, allow_unverified=allow,
+                       recipe=recipe.name if recipe is not None else None)
 
 
 def _plan(images: list[ImageFile], source: PromptSource, settings: str, ledger: Ledger,

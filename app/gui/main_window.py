@@ -53,6 +53,7 @@ from app.gui.images import LoadedImage, auto_window, list_images, window_lut
 from app.gui.options import GuiOptions
 from app.gui.report_dialog import ReportDialog
 from app.gui.settings import Settings
+from app.gui.tune_dialog import TuneController
 from app.gui.workers import EngineHost, Prepared
 from app.inspection.recipe import Recipe, load_recipe
 from app.store import InspectionStore, StoreError
@@ -258,6 +259,7 @@ class MainWindow(QMainWindow):
         self.annotator = Annotator(self.canvas, self.host, self.autosave, self)
         self.folder_list = FolderList()
         self.panel = DefectPanel(self.autosave.class_names)
+        self.tuning = TuneController(self)
 
         self._build_layout()
         self._build_status_bar()
@@ -266,7 +268,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self._restore_window()
 
-        self.host.load_engine(engine_factory or default_engine_factory(self.options))
+        self.engine_factory = engine_factory or default_engine_factory(self.options)
+        self.host.load_engine(self.engine_factory)
         if self.options.recipe is not None:
             self.load_recipe(self.options.recipe)
         folder = self.options.folder or self.settings.last_folder
@@ -422,6 +425,12 @@ class MainWindow(QMainWindow):
         self.act_shortcuts = a("shortcuts", "&Keyboard shortcuts", "F1", self.show_shortcuts,
                                "every shortcut, and how to change them")
         self.act_about = a("about", "&About", None, self.show_about)
+        self.act_tune = a("tune", "&Tune on accepted defects…", None, self.tuning.start,
+                          "tune the learned engine on the defects accepted for this recipe "
+                          "(runs in the background; used only when it beats the current model)")
+        self.act_demote = a("use_previous_model", "Use &previous model", None,
+                            self.tuning.use_previous,
+                            "go back to the model this recipe used before its last promotion")
 
         tools = QToolBar("Main", self)
         tools.setObjectName("main_toolbar")
@@ -474,10 +483,16 @@ class MainWindow(QMainWindow):
                     self.act_zoom_out, None, self.act_prompts, self.act_zones, self.act_select,
                     None, *(d.toggleViewAction() for d in self.docks)):
             view.addSeparator() if act is None else view.addAction(act)
+        tools = bar.addMenu("&Tools")
+        tools.addAction(self.act_tune)
+        tools.addAction(self.act_demote)
+        tools.aboutToShow.connect(self.tuning.refresh_actions)
+        self.tools_menu = tools
         helpm = bar.addMenu("&Help")
         helpm.addAction(self.act_shortcuts)
         helpm.addAction(self.act_about)
         self._update_class_menu()
+        self.tuning.refresh_actions()
 
     def _update_class_menu(self) -> None:
         """Class actions say which class each Ctrl+k picks (the recipe's classes)."""
@@ -554,9 +569,20 @@ class MainWindow(QMainWindow):
         return box.clickedButton() is yes_button
 
     # ------------------------------------------------------------------ engine
+    def use_engine(self, factory: Callable[[], object]) -> None:
+        """Switch to another engine, built on the encoder thread; the image shown is encoded
+        again by it."""
+        self.engine_label.setText("loading engine…")
+        self.host.load_engine(factory)
+
     def _on_engine(self, engine) -> None:
-        self.autosave.engine = engine.info
-        self.engine_label.setText(f"engine {engine.info.describe()}")
+        """The status bar names the engine and its model version ("engine learned: site-a@3";
+        the full description is the tooltip); new defects record it."""
+        info = engine.info
+        self.autosave.engine = info
+        self.annotator.prepared = None  # an embedding of another engine: set again once encoded
+        self.engine_label.setText(f"engine {info.name}: {info.model_id}")
+        self.engine_label.setToolTip(f"engine {info.describe()}")
 
     def _on_engine_failed(self, message: str) -> None:
         self.messages.show_message(message)
@@ -583,6 +609,7 @@ class MainWindow(QMainWindow):
         self.panel.set_classes(self.autosave.class_names)
         self._update_class_menu()
         self.annotator.current_class = self.panel.current_class()
+        self.tuning.refresh_actions()  # the previous model is the new recipe's
         if recipe is None:
             self.panel.note.setText(f"no recipe · {self.autosave.calibration_note}")
             self.canvas.set_overlay(Overlay())
@@ -959,6 +986,7 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         # every accepted defect is already stored; an encoder job cannot be interrupted, so do
         # not wait long for it (main() exits the process if a thread is still running)
-        self.clean_shutdown = self.host.shutdown(wait_ms=3000)
+        self.clean_shutdown = self.tuning.shutdown(wait_ms=3000)  # stops at its next step
+        self.clean_shutdown &= self.host.shutdown(wait_ms=3000)
         self.store.close()
         super().closeEvent(event)

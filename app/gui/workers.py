@@ -366,3 +366,123 @@ class EngineHost(QObject):
         for thread in self._threads:
             ok &= thread.wait() if wait_ms is None else thread.wait(wait_ms)
         return ok
+
+
+class JobCancelled(Exception):
+    """Raised from a background job's progress callback once the inspector cancelled it."""
+
+
+CANCELLED, NO_DATA, ERROR = "cancelled", "no data", "error"
+
+
+class TuneWorker(QObject):
+    """Runs one tuning job, job(on_step, on_phase) -> outcome, on its own thread. on_step(step,
+    total) and on_phase(text) report progress and raise JobCancelled once cancel() was called,
+    which is how a cancel reaches the job (between two training steps)."""
+
+    progress = Signal(int, int)  # step, total
+    phase = Signal(str)
+    finished = Signal(object)  # the job's outcome
+    failed = Signal(str, str)  # CANCELLED / NO_DATA / ERROR, message
+
+    def __init__(self, job: Callable[[Callable, Callable], object]) -> None:
+        super().__init__()
+        self.job = job
+        self.cancelled = threading.Event()
+        self.last_step = (0, 0)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def on_step(self, step: int, total: int) -> None:
+        self.last_step = (step, total)
+        if self.cancelled.is_set():
+            raise JobCancelled
+        self.progress.emit(step, total)
+
+    def on_phase(self, text: str) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled
+        self.phase.emit(text)
+
+    @Slot()
+    def run(self) -> None:
+        from sam_engine.learned.data import DataError
+
+        try:
+            outcome = self.job(self.on_step, self.on_phase)
+        except JobCancelled:
+            step, total = self.last_step
+            self.failed.emit(CANCELLED, f"stopped at step {step} of {total}" if total
+                             else "stopped before training began")
+        except DataError as exc:
+            self.failed.emit(NO_DATA, str(exc))
+        except Exception as exc:  # shown to the inspector; the window keeps working
+            self.failed.emit(ERROR, describe_error(exc, "tuning"))
+        else:
+            self.finished.emit(outcome)
+
+
+class TuneRunner(QObject):
+    """The UI thread's side of a tuning job: one at a time, each on a thread that ends with it
+    (see in_fresh_thread for why threads that ran PyTorch should not linger)."""
+
+    progress = Signal(int, int)
+    phase = Signal(str)
+    finished = Signal(object)
+    failed = Signal(str, str)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._thread: QThread | None = None
+        self._worker: TuneWorker | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self, job: Callable[[Callable, Callable], object]) -> None:
+        if self.running:
+            raise RuntimeError("a tuning job is already running")
+        worker, thread = TuneWorker(job), QThread(self)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        worker.progress.connect(self.progress)
+        worker.phase.connect(self.phase)
+        worker.finished.connect(self._on_finished)  # queued: the runner lives on the UI thread
+        worker.failed.connect(self._on_failed)
+        self._worker, self._thread = worker, thread
+        thread.start()
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    @Slot(object)
+    def _on_finished(self, outcome) -> None:
+        self._end()
+        self.finished.emit(outcome)
+
+    @Slot(str, str)
+    def _on_failed(self, kind: str, text: str) -> None:
+        self._end()
+        self.failed.emit(kind, text)
+
+    def _end(self) -> None:
+        thread, self._thread, self._worker = self._thread, None, None
+        if thread is not None:
+            thread.quit()
+            thread.wait()  # the job has returned: its thread only has to leave its loop
+            thread.deleteLater()
+
+    def shutdown(self, wait_ms: int | None = None) -> bool:
+        """Cancel the job and stop its thread; True when it ended (a held-out measurement
+        cannot be interrupted: the job stops at its next training step)."""
+        if self._thread is None:
+            return True
+        self.cancel()
+        self._thread.quit()
+        ended = self._thread.wait() if wait_ms is None else self._thread.wait(wait_ms)
+        if ended:
+            self._thread = self._worker = None
+        return ended

@@ -1,11 +1,12 @@
 """Inspection recipes: one TOML file per part type (schema_version 1), read into typed dataclasses.
 
 A recipe names the part and its version, the calibration, an optional datum, lot sampling
-(inspection level, AQL), forbidden zones, the defect classes with their tolerances, and prompts for
-batch/line runs. See samples/recipes/demo_part.toml. Every error names the file, the line and the
+(inspection level, AQL), forbidden zones, the defect classes with their tolerances, prompts for
+batch/line runs, and optionally the model it must be inspected with ([model]: name and weights
+sha256). See samples/recipes/demo_part.toml. Every error names the file, the line and the
 field at fault (RecipeError). Each section has its own parser returning its typed value
-(PartInfo, CalibrationSpec, Datum, LotPlan, Zone, ClassRule, PromptSpec), and parse_recipe
-composes them.
+(PartInfo, CalibrationSpec, Datum, LotPlan, Zone, ClassRule, PromptSpec, ModelPin), and
+parse_recipe composes them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,17 @@ class CalibrationSpec:
 
 
 @dataclass(frozen=True)
+class ModelPin:
+    """The [model] table: the model a recipe must be inspected with and its weights' sha256.
+
+    name: learned-base, a tuned model NAME@VERSION (or NAME) or a SAM id (vit_b, ...)."""
+
+    name: str
+    sha256: str
+    line: int | None = field(default=None, compare=False)  # where [model] is, for messages
+
+
+@dataclass(frozen=True)
 class Recipe:
     path: str
     schema_version: int
@@ -166,6 +178,7 @@ class Recipe:
     zones: tuple[Zone, ...]
     classes: tuple[ClassRule, ...]
     prompts: tuple[PromptSpec, ...]
+    model: ModelPin | None = None
 
     def calibrate(self, fiducial_mask: np.ndarray | None = None) -> Calibration:
         """The image scale: mm_per_px from the recipe, or from the segmented fiducial (the mask of
@@ -308,7 +321,8 @@ class _Reader:
         return tuple(float(c) for c in v)
 
 
-_TOP = {"schema_version", "part", "calibration", "datum", "lot", "zones", "classes", "prompts"}
+_TOP = {"schema_version", "part", "calibration", "datum", "lot", "zones", "classes", "prompts",
+        "model"}
 _RULE_NUMBERS = (
     "max_area_mm2",
     "max_length_mm",
@@ -580,11 +594,32 @@ def _prompts(
     )
 
 
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_.\-]+(@[A-Za-z0-9_.\-]+)?")
+
+
+def _model(r: _Reader, data: dict) -> ModelPin | None:
+    """[model] (optional): name (learned-base, NAME@VERSION or a SAM id) and sha256."""
+    if "model" not in data:
+        return None
+    where = ("model",)
+    m = r.table(data["model"], where, {"name", "sha256"})
+    name = r.string(m, where, "name")
+    if not _MODEL_NAME.fullmatch(name):
+        raise r.fail((*where, "name"), "must be a model id: learned-base, NAME@VERSION or a SAM "
+                     f"id such as vit_b; got {name!r}")
+    sha = r.string(m, where, "sha256")
+    if not _SHA256.fullmatch(sha):
+        raise r.fail((*where, "sha256"), "must be the 64 hexadecimal digits of the weights' "
+                     f"sha256; got {sha!r}")
+    return ModelPin(name, sha.lower(), find_line(r.text, where))
+
+
 def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
     """Parse and validate recipe TOML text; `path` is used in error messages.
 
     Each section has its own parser; they run in a fixed order (schema_version, part,
-    calibration, datum, lot, zones, classes, prompts) whatever the order in the file, and the
+    calibration, datum, lot, zones, classes, prompts, model) whatever the order in the file, and the
     later ones get what they check against (the calibration, zone and class names)."""
     data = _parse_toml(text, path)
     r = _Reader(path, text)
@@ -597,6 +632,7 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
     zones = _zones(r, data)
     classes = _classes(r, data, cal.calibrated, {z.name for z in zones})
     prompts = _prompts(r, data, {c.name for c in classes}, cal.fiducial_box)
+    model = _model(r, data)
     return Recipe(
         path=path,
         schema_version=version,
@@ -611,6 +647,7 @@ def parse_recipe(text: str, path: str = "<recipe>") -> Recipe:
         zones=zones,
         classes=classes,
         prompts=prompts,
+        model=model,
     )
 
 
@@ -624,3 +661,37 @@ def load_recipe(path: str | Path) -> Recipe:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(str(p), None, "", f"cannot read the recipe: {exc}") from None
     return parse_recipe(text, str(p))
+
+
+# ---------------------------------------------------------------- the pinned model
+
+
+def engine_for_recipe(recipe: Recipe | None, engine: str,
+                      model: str | None) -> tuple[str, str | None]:
+    """(engine, model) to load for a run with `recipe`: its pinned model when it pins one
+    (engine "sam" for a SAM id, else "learned"); an --engine/--model that names another
+    model is refused rather than silently overridden."""
+    pin = recipe.model if recipe is not None else None
+    if pin is None:
+        return engine, model
+    from sam_engine.weights.registry import load_manifest  # light: no torch (line tool)
+
+    kind = "sam" if pin.name in load_manifest() else "learned"  # as factory.model_kind
+    if engine not in ("auto", kind) or model not in (None, pin.name):
+        asked = " ".join(f"--{k} {v}" for k, v in (("engine", engine), ("model", model))
+                         if v is not None and v != "auto")
+        raise RecipeError(recipe.path, pin.line, "model", f"pins {pin.name} (the {kind} "
+                          f"engine) but {asked} asks for another; drop that option or edit the "
+                          "recipe")
+    return kind, pin.name
+
+
+def check_pinned(recipe: Recipe | None, model_id: str, sha256: str | None) -> None:
+    """Refuse a loaded model whose weights' sha256 is not the one the recipe pins."""
+    pin = recipe.model if recipe is not None else None
+    if pin is None or (sha256 or "").lower() == pin.sha256:
+        return
+    raise RecipeError(recipe.path, pin.line, "model.sha256",
+                      f"pins {pin.name} with weights sha256 {pin.sha256}, but the model loaded "
+                      f"({model_id}) has sha256 {sha256 or 'unknown'}; restore that model "
+                      "version or update the pin")

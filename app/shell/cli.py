@@ -11,7 +11,8 @@ from app.shell.cli_args import glue_negative_values
 from sam_engine.errors import SamEngineError
 
 # Subcommand modules under app.shell.commands, in the order --help lists them.
-COMMANDS = ("demo", "gui", "segment", "batch", "eval", "models", "db", "export_onnx", "report")
+COMMANDS = ("demo", "gui", "segment", "batch", "eval", "tune", "models", "db", "export_onnx",
+            "report")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -60,3 +60,8 @@ def check_writable_dir(folder: Path, option: str = "--out") -> None:
         why = exc.strerror or str(exc)
         raise SamEngineError(f"{option} {folder}: cannot write results there ({why}); "
                              "choose a folder you can write to") from exc
+
+
+MODEL_HELP = ("the model: a SAM id (vit_b, vit_h, ...) for --engine sam, or for --engine "
+              "learned learned-base (the default), a tuned model NAME[@VERSION] (`sam-inspect "
+              "tune --list`) or a model folder; with --engine auto either kind")

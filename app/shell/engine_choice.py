@@ -2,9 +2,10 @@
 
 sam_engine.factory's "auto" needs torch; the lite bundle has none. Here "auto" means: SAM on
 PyTorch when torch is importable and a checkpoint is installed (full flavour), else SAM through
-an ONNX export found in the model folders (app.shell.paths), else the default engine, whose note
-then
-says how to install a model. Nothing here imports torch unless a checkpoint is to be loaded.
+an ONNX export found in the model folders (app.shell.paths), else (with torch) the better of the
+learned base and the classic engine (factory.best_default_engine), else the classic engine; the
+note says which and why, and how to install a model. "learned" (full flavour) loads a learned
+or tuned model. Nothing here imports torch unless a model is to be loaded.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 from app.shell import paths
 from sam_engine.engine import Engine
 from sam_engine.errors import SamEngineError
-from sam_engine.factory import load_engine
+from sam_engine.factory import best_default_engine, load_engine
 
 log = logging.getLogger(__name__)
 
-DESKTOP_ENGINES = ("auto", "sam", "onnx", "classic")
+DESKTOP_ENGINES = ("auto", "sam", "onnx", "classic", "learned")
 
 
 def torch_available() -> bool:
@@ -43,20 +44,23 @@ def load_onnx_engine(models_dir: str | Path) -> Engine:
     return OnnxEngine(models_dir)
 
 
-def load_desktop_engine(engine: str = "auto", models_dir: str | Path | None = None) -> Engine:
+def load_desktop_engine(engine: str = "auto", models_dir: str | Path | None = None,
+                        model: str | None = None) -> Engine:
     """Build the engine named `engine` (DESKTOP_ENGINES); see the module doc for "auto".
 
-    models_dir: an ONNX export folder to use (engine "onnx" or "auto")."""
+    models_dir: an ONNX export folder to use (engine "onnx" or "auto"); model: the learned
+    model for engine "learned" (learned-base, NAME[@VERSION] or a folder; default the base)."""
     if engine not in DESKTOP_ENGINES:
         choices = ", ".join(DESKTOP_ENGINES)
         raise SamEngineError(f"unknown engine {engine!r}; choose one of {choices}")
     if engine == "classic":
         return load_engine("classic")
-    if engine == "sam":
+    if engine in ("sam", "learned"):
         if not torch_available():
             raise SamEngineError("this is the lite bundle (no PyTorch): use an ONNX export "
-                                 "(--engine onnx) or the full bundle for checkpoints")
-        return load_engine("sam")
+                                 "(--engine onnx) or the full bundle for checkpoints and "
+                                 "learned models")
+        return load_engine(engine, model=model if engine == "learned" else None)
     if engine == "onnx":
         exports = [Path(models_dir)] if models_dir is not None else paths.find_onnx_exports()
         if not exports:
@@ -74,6 +78,11 @@ def load_desktop_engine(engine: str = "auto", models_dir: str | Path | None = No
         except (SamEngineError, ImportError, OSError) as exc:
             log.warning("ONNX export %s not usable: %s", folder, exc)
             problems.append(f"{folder}: {exc}")
+    if torch_available():  # the learned base when it beats the classic engine
+        why = ("the SAM export is not usable (" + "; ".join(problems) + ")" if problems else
+               "no SAM model installed (copy an ONNX export or a checkpoint into "
+               f"{paths.models_install_dir()})")
+        return best_default_engine(why)
     eng = load_engine("classic")
     if problems:
         note = "SAM export not usable, using the default engine: " + "; ".join(problems)

@@ -2,14 +2,14 @@
 `python -m app.shell.line_main`): the line controller's command, on onnxruntime only (no torch, no
 Qt).
 
-Runs encoder + decoder (OnnxEngine), measures every mask (app.inspection.measure: pixels, and mm
-when the
-recipe or --mm-per-px calibrates the image) and, with a recipe, judges the part against its
-tolerances (app.inspection.verdict). Writes `<stem>_mask.png` and `<stem>_result.json`
-(RESULT_EPILOG
-below describes both; it is the --help text). The recipe's prompts are used unless --box/--point
-are given; frames "relative" and "fiducial" are resolved on the image (the fiducial is segmented
-in its recipe box first, and also calibrates the image when the recipe measures by a fiducial).
+Runs encoder + decoder (OnnxEngine; or the learned engine's crop network, OnnxLearnedEngine,
+when --models holds a learned-model export), measures every mask (app.inspection.measure:
+pixels, and mm when the recipe or --mm-per-px calibrates the image) and, with a recipe, judges
+the part against its tolerances (app.inspection.verdict). Writes `<stem>_mask.png` and
+`<stem>_result.json` (RESULT_EPILOG below describes both; it is the --help text). The recipe's
+prompts are used unless --box/--point are given; frames "relative" and "fiducial" are resolved
+on the image (the fiducial is segmented in its recipe box first, and also calibrates the image
+when the recipe measures by a fiducial).
 Needs numpy, onnxruntime, OpenCV, and scipy + scikit-image + pycocotools for the measurements,
 recipes and verdicts (packaging/line-controller/requirements.txt).
 """
@@ -29,6 +29,7 @@ from app.outputs import atomic_write
 from app.shell.cli_args import glue_negative_values, parse_numbers
 from sam_engine.errors import PromptError, SamEngineError
 from sam_engine.image_io import load_image
+from sam_engine.onnx.learned_runtime import OnnxLearnedEngine, is_learned_export
 from sam_engine.onnx.runtime import OnnxEngine
 from sam_engine.prompts import Prompts
 
@@ -50,7 +51,8 @@ outputs (in --out, default the image's folder):
                      defects win overlaps); 8-bit up to 255 defects, else 16-bit
   <stem>_result.json result_format {RESULT_FORMAT}: time (UTC, ISO 8601), image and
                      image_sha256 (of the file's bytes), model_id, checkpoint_sha256 (as
-                     recorded by export-onnx; null if it did not compute one), models (per
+                     recorded by export-onnx; null if it did not compute one; a learned
+                     export: its learned.onnx's), models (per
                      role: file, sha256 checked against the manifest at load, precision),
                      engine, providers, timings_ms, defects (number = the label value in the
                      PNG, class, score, area_px, bbox, measurements), prompts, and verdict
@@ -119,8 +121,10 @@ def run_line(image: Path, models: Path, prompts: list[LinePrompt], out_dir: Path
 
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    engine = OnnxEngine(models, quantized=quantized, threads=threads,
-                        prefer_tensorrt=prefer_tensorrt)
+    # a learned-engine export (export-onnx --model learned-base|NAME) or SAM's graphs
+    kind = OnnxLearnedEngine if is_learned_export(models) else OnnxEngine
+    engine = kind(models, quantized=quantized, threads=threads,
+                  prefer_tensorrt=prefer_tensorrt)
     t_load = time.perf_counter()
     rgb = load_image(image)
     image_sha256 = _sha256(image)

@@ -19,6 +19,11 @@ Integrity: OnnxFile.sha256 is file_digest() of the file (with external data: one
 the graph's and the data files' digests, in order); OnnxManifest.verification holds the export's
 check of each file against PyTorch (VerifyResult.path = OnnxFile.path). The runtime loads a file
 only when its digest matches and no VerifyResult for it has passed=False (check_file).
+
+A learned-engine export (onnx.learned_export) writes LearnedOnnxManifest instead: "kind":
+"learned", one file of role "learned" (crops -> logits, iou), the source model's name, version,
+weights_sha256 and NetConfig (crop geometry included); the same files, checks and save.
+export_kind tells the two apart (a manifest without "kind" is SAM's).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from sam_engine.weights.file_hash import file_sha256
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
+SAM_KIND = "sam"  # manifest.json's "kind" (absent in SAM exports)
+LEARNED_KIND = "learned"
 
 
 @dataclass(frozen=True)
@@ -86,17 +93,11 @@ class VerifyResult:
     passed: bool
 
 
-@dataclass
-class OnnxManifest:
-    model_id: str
-    checkpoint_sha256: str | None
-    opset: int
-    exporter_version: str
-    torch_version: str
-    preprocessing: Preprocessing
-    files: list[OnnxFile] = field(default_factory=list)
-    verification: list[VerifyResult] = field(default_factory=list)
-    format: int = MANIFEST_FORMAT
+class _ExportFiles:
+    """What every export manifest has: its files, their export checks, the atomic save."""
+
+    files: list[OnnxFile]
+    verification: list[VerifyResult]
 
     def failed_verification(self, path: str) -> list[VerifyResult]:
         """The export checks of file `path` (OnnxFile.path) that failed."""
@@ -125,6 +126,19 @@ class OnnxManifest:
             raise
         return path
 
+
+@dataclass
+class OnnxManifest(_ExportFiles):
+    model_id: str
+    checkpoint_sha256: str | None
+    opset: int
+    exporter_version: str
+    torch_version: str
+    preprocessing: Preprocessing
+    files: list[OnnxFile] = field(default_factory=list)
+    verification: list[VerifyResult] = field(default_factory=list)
+    format: int = MANIFEST_FORMAT
+
     @classmethod
     def load(cls, folder: str | Path) -> OnnxManifest:
         path = Path(folder) / MANIFEST_NAME
@@ -137,6 +151,11 @@ class OnnxManifest:
             d = json.loads(path.read_text(encoding="utf-8"))
             if d.get("format") != MANIFEST_FORMAT:
                 raise ValueError(f"format {d.get('format')!r}, expected {MANIFEST_FORMAT}")
+            if d.get("kind", SAM_KIND) != SAM_KIND:
+                raise CheckpointError(
+                    f"{path} describes a {d.get('kind')} export ({d.get('model_id')}), not SAM "
+                    "graphs: load it with load_engine('onnx', models_dir=...) or "
+                    "sam-inspect-line, which choose its runtime")
             return cls(
                 model_id=d["model_id"],
                 checkpoint_sha256=d["checkpoint_sha256"],
@@ -155,6 +174,72 @@ class OnnxManifest:
             raise CheckpointError(
                 f"{path} is not a valid ONNX export manifest ({exc}); re-run export-onnx"
             ) from exc
+
+
+@dataclass
+class LearnedOnnxManifest(_ExportFiles):
+    """manifest.json of a learned-engine export: the source model (name, version, its
+    model.safetensors' weights_sha256, base = the model it was tuned from, net =
+    NetConfig.to_dict() with the crop geometry the runtime must use), the graph (files: role
+    "learned", sha256 as computed) and the export's check against PyTorch (verification)."""
+
+    name: str
+    version: str
+    weights_sha256: str
+    net: dict
+    opset: int
+    exporter_version: str
+    torch_version: str
+    preprocessing: str  # where the network input is made (outside the graph)
+    base: str | None = None
+    files: list[OnnxFile] = field(default_factory=list)
+    verification: list[VerifyResult] = field(default_factory=list)
+    kind: str = LEARNED_KIND
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def to_json(self) -> str:
+        return json.dumps({"model_id": self.model_id, **asdict(self)}, indent=2)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LearnedOnnxManifest:
+        path = Path(folder) / MANIFEST_NAME
+        if not path.is_file():
+            raise CheckpointError(
+                f"no {MANIFEST_NAME} in {folder}: export a learned model first with "
+                "`sam-inspect export-onnx --model learned-base --out DIR`")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            if d.get("format") != MANIFEST_FORMAT:
+                raise ValueError(f"format {d.get('format')!r}, expected {MANIFEST_FORMAT}")
+            if d.get("kind") != LEARNED_KIND:
+                raise CheckpointError(f"{path} describes SAM graphs ({d.get('model_id')}), not "
+                                      "a learned-engine export: load it with OnnxEngine")
+            return cls(
+                name=d["name"], version=str(d["version"]), weights_sha256=d["weights_sha256"],
+                net=dict(d["net"]), opset=int(d["opset"]),
+                exporter_version=d["exporter_version"], torch_version=d["torch_version"],
+                preprocessing=d["preprocessing"], base=d.get("base"),
+                files=[_file(f) for f in d["files"]],
+                verification=[VerifyResult(**v) for v in d.get("verification", [])],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"{path} is not a valid learned ONNX export manifest ({exc}); re-run "
+                "export-onnx") from exc
+
+
+def export_kind(folder: str | Path) -> str | None:
+    """SAM_KIND or LEARNED_KIND for an export folder; None when it has no readable
+    manifest.json (the runtime that loads it says what is wrong)."""
+    try:
+        d = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(d.get("kind", SAM_KIND)) if isinstance(d, dict) else None
 
 
 def _spec(d: dict) -> TensorSpec:
@@ -197,7 +282,8 @@ def file_digest(folder: str | Path, f: OnnxFile) -> str:
 
 
 def check_file(
-    folder: str | Path, manifest: OnnxManifest, f: OnnxFile, allow_unverified: bool = False
+    folder: str | Path, manifest: OnnxManifest | LearnedOnnxManifest, f: OnnxFile,
+    allow_unverified: bool = False,
 ) -> bool:
     """Raise CheckpointError unless `f` in `folder` has the manifest's sha256 and did not fail
     the export's verification (with allow_unverified a failed verification is let through).

@@ -6,8 +6,9 @@ ground-truth mask is exactly the set of pixels whose value the defect changed vi
 the optical blur, before sensor noise and JPEG), and instances never overlap.
 
 Everything is drawn from ``numpy.random.default_rng(seed)``: the same seed gives byte-identical
-images and masks. Run ``python -m sam_engine.synthetic.generator --help`` to write a data set or
-demo set.
+images and masks (pinned by digest in the tests: the demo samples and tuning sets depend on them).
+Run ``python -m sam_engine.synthetic.generator --help`` to write a data set or demo set. Harder,
+more varied parts for training the learned engine come from ``hard.py`` (``training_part``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sam_engine.synthetic.noise import fractal, grain, grid, loguniform, standardise, streaks
+
 KINDS: tuple[str, ...] = ("scratch", "pit", "crack", "stain", "inclusion", "patch")
 MATERIALS: tuple[str, ...] = ("metal", "ceramic")
 
@@ -35,8 +38,8 @@ MANIFEST_COLUMNS = ("dataset", "image_path", "mask_path", "class", "width", "hei
 COMPONENT_COLUMNS = ("dataset", "image_path", "mask_path", "class", "component_id", "area_px",
                      "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
 
-_MIN_AREA = 20          # smallest instance kept, pixels
-_VIS_FRACTION = 0.35    # a pixel is part of a defect where its change is >= this share of the peak
+MIN_AREA = 20          # smallest instance kept, pixels
+VIS_FRACTION = 0.35    # a pixel is part of a defect where its change is >= this share of the peak
 _PLACE_TRIES = 40
 _MIN_SNR = 1.5         # edge contrast of a kept defect, in units of the surface clutter
 _MIN_CONTRAST = 0.035   # intensity units (~9 grey levels): nothing fainter is drawn
@@ -94,76 +97,10 @@ def interior_point(mask: np.ndarray) -> tuple[int, int]:
     return int(x), int(y)
 
 
-# --------------------------------------------------------------------------- noise helpers
-
-
-def _smooth_noise(rng: Rng, shape: tuple[int, int], scale: float) -> np.ndarray:
-    """Zero-mean, unit-std random field with features about `scale` pixels across."""
-    h, w = shape
-    scale = max(scale, 1.0)
-    sh, sw = max(2, int(h / scale) + 3), max(2, int(w / scale) + 3)
-    small = rng.standard_normal((sh, sw)).astype(np.float32)
-    # Smoothing on the coarse grid, then cubic upsampling: same look as a large Gaussian on the
-    # full frame at a small fraction of the cost.
-    small = cv2.GaussianBlur(small, (0, 0), 0.6)
-    field = cv2.resize(small, (int(sw * scale), int(sh * scale)), interpolation=cv2.INTER_CUBIC)
-    return _standardise(field[:h, :w])
-
-
-def _standardise(field: np.ndarray) -> np.ndarray:
-    field = field - field.mean()
-    sd = float(field.std())
-    return (field / sd if sd > 1e-8 else field).astype(np.float32)
-
-
-def _fractal(rng: Rng, shape: tuple[int, int], scale: float, octaves: int = 3) -> np.ndarray:
-    out = np.zeros(shape, np.float32)
-    amp = 1.0
-    for _ in range(octaves):
-        out += amp * _smooth_noise(rng, shape, scale)
-        scale /= 2.0
-        amp *= 0.5
-    return _standardise(out)
-
-
-def _streaks(rng: Rng, shape: tuple[int, int], angle_deg: float, length: int,
-             width: float) -> np.ndarray:
-    """Unit-std noise smeared along angle_deg: rolling/brushing marks."""
-    h, w = shape
-    d = int(math.hypot(h, w)) + 4
-    noise = rng.standard_normal((d, d)).astype(np.float32)
-    # Two box blurs approximate a long Gaussian at a cost independent of its length.
-    k = max(3, int(length))
-    noise = cv2.blur(cv2.blur(noise, (k, 1)), (k, 1))
-    if width > 0.3:
-        noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=0.5, sigmaY=width)
-    m = cv2.getRotationMatrix2D((d / 2, d / 2), angle_deg, 1.0)
-    m[:, 2] += (w / 2 - d / 2, h / 2 - d / 2)
-    out = cv2.warpAffine(noise, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return _standardise(out)
-
-
-def _grain(rng: Rng, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    g = rng.standard_normal(shape).astype(np.float32)
-    if sigma > 0.2:
-        g = cv2.GaussianBlur(g, (0, 0), sigma)
-    return _standardise(g)
-
-
-def _loguniform(rng: Rng, lo: float, hi: float) -> float:
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-
-
-def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    return xx, yy
-
-
 def _lighting(rng: Rng, base: np.ndarray, grad: float, vignette: float) -> np.ndarray:
     """Illumination gradient and vignetting (both multiplicative)."""
     h, w = base.shape
-    xx, yy = _grid((h, w))
+    xx, yy = grid((h, w))
     a = rng.uniform(0, 2 * math.pi)
     plane = ((xx / w - 0.5) * math.cos(a) + (yy / h - 0.5) * math.sin(a)).astype(np.float32)
     cx, cy = w * rng.uniform(0.3, 0.7), h * rng.uniform(0.3, 0.7)
@@ -190,19 +127,19 @@ def _metal(rng: Rng, shape: tuple[int, int]) -> _Surface:
         direction = float(rng.uniform(0, 180))
     if style == "rolled":  # hot-rolled steel: dark, grainy, coarse streaks (NEU-like)
         base = rng.uniform(0.3, 0.6)
-        tex = (rng.uniform(0.015, 0.04) * _streaks(rng, shape, direction, rng.integers(40, 200),
+        tex = (rng.uniform(0.015, 0.04) * streaks(rng, shape, direction, rng.integers(40, 200),
                                                   rng.uniform(1, 4))
-               + rng.uniform(0.015, 0.045) * _grain(rng, shape, rng.uniform(0.5, 1.2))
-               + rng.uniform(0.01, 0.04) * _fractal(rng, shape, rng.uniform(40, 120)))
+               + rng.uniform(0.015, 0.045) * grain(rng, shape, rng.uniform(0.5, 1.2))
+               + rng.uniform(0.01, 0.04) * fractal(rng, shape, rng.uniform(40, 120)))
     elif style == "brushed":  # brushed steel: fine long streaks dominate
         base = rng.uniform(0.45, 0.75)
-        tex = (rng.uniform(0.025, 0.06) * _streaks(rng, shape, direction, rng.integers(80, 400),
+        tex = (rng.uniform(0.025, 0.06) * streaks(rng, shape, direction, rng.integers(80, 400),
                                                   rng.uniform(0.3, 1.0))
-               + rng.uniform(0.005, 0.02) * _grain(rng, shape, 0.6)
-               + rng.uniform(0.005, 0.025) * _fractal(rng, shape, 150))
+               + rng.uniform(0.005, 0.02) * grain(rng, shape, 0.6)
+               + rng.uniform(0.005, 0.025) * fractal(rng, shape, 150))
     else:  # turned aluminium: tool marks are arcs around a far-away centre
         base = rng.uniform(0.5, 0.8)
-        xx, yy = _grid(shape)
+        xx, yy = grid(shape)
         r = float(max(h, w)) * rng.uniform(1.2, 4.0)
         a = math.radians(direction + 90)
         cx, cy = w / 2 + r * math.cos(a), h / 2 + r * math.sin(a)
@@ -210,13 +147,13 @@ def _metal(rng: Rng, shape: tuple[int, int]) -> _Surface:
         lo = int(rad.min()) - 2
         profile = rng.standard_normal(int(rad.max()) - lo + 3).astype(np.float32)
         profile = cv2.GaussianBlur(profile[None, :], (0, 0), rng.uniform(0.4, 1.5))[0]
-        marks = _standardise(np.interp(rad - lo, np.arange(profile.size), profile))
+        marks = standardise(np.interp(rad - lo, np.arange(profile.size), profile))
         tex = (rng.uniform(0.02, 0.05) * marks
-               + rng.uniform(0.005, 0.015) * _grain(rng, shape, 0.6)
-               + rng.uniform(0.005, 0.02) * _fractal(rng, shape, 120))
+               + rng.uniform(0.005, 0.015) * grain(rng, shape, 0.6)
+               + rng.uniform(0.005, 0.02) * fractal(rng, shape, 120))
     img = np.float32(base) + tex.astype(np.float32)
     # Specular bands across the texture direction.
-    xx, yy = _grid(shape)
+    xx, yy = grid(shape)
     a = math.radians(direction)
     u = -xx * math.sin(a) + yy * math.cos(a)
     u_min, u_max = float(u.min()), float(u.max())
@@ -233,15 +170,15 @@ def _ceramic(rng: Rng, shape: tuple[int, int]) -> _Surface:
     style = rng.choice(["smooth", "speckled", "matte", "granular"], p=[0.25, 0.3, 0.25, 0.2])
     if style == "granular":  # rough, asphalt-like aggregate (close to CrackForest backgrounds)
         base = rng.uniform(0.35, 0.6)
-        tex = (rng.uniform(0.04, 0.08) * _grain(rng, shape, rng.uniform(0.8, 1.6))
-               + rng.uniform(0.02, 0.04) * _grain(rng, shape, 0.5)
-               + rng.uniform(0.01, 0.03) * _fractal(rng, shape, 80))
+        tex = (rng.uniform(0.04, 0.08) * grain(rng, shape, rng.uniform(0.8, 1.6))
+               + rng.uniform(0.02, 0.04) * grain(rng, shape, 0.5)
+               + rng.uniform(0.01, 0.03) * fractal(rng, shape, 80))
         density, speck_amp = rng.uniform(0.002, 0.006), rng.uniform(0.08, 0.2)
     else:
         base = rng.uniform(0.55, 0.85)
-        grain = {"smooth": (0.003, 0.01), "speckled": (0.006, 0.015), "matte": (0.015, 0.03)}
-        tex = (rng.uniform(*grain[style]) * _grain(rng, shape, rng.uniform(0.6, 1.2))
-               + rng.uniform(0.008, 0.025) * _fractal(rng, shape, rng.uniform(40, 150)))
+        grain_amp = {"smooth": (0.003, 0.01), "speckled": (0.006, 0.015), "matte": (0.015, 0.03)}
+        tex = (rng.uniform(*grain_amp[style]) * grain(rng, shape, rng.uniform(0.6, 1.2))
+               + rng.uniform(0.008, 0.025) * fractal(rng, shape, rng.uniform(40, 150)))
         density = {"smooth": 0.0, "speckled": rng.uniform(0.0005, 0.003),
                    "matte": rng.uniform(0.0, 0.0008)}[style]
         speck_amp = rng.uniform(0.06, 0.2)
@@ -292,7 +229,7 @@ def _draw_path(shape: tuple[int, int], pts: np.ndarray, widths: np.ndarray,
 
 def _scratch(c: _Ctx) -> np.ndarray:
     rng, (h, w) = c.rng, c.shape
-    length = _loguniform(rng, 25, 0.8 * max(h, w))
+    length = loguniform(rng, 25, 0.8 * max(h, w))
     if rng.random() < 0.6:
         ang = math.radians(c.surface.direction + rng.normal(0, 4))
     else:
@@ -316,7 +253,7 @@ def _scratch(c: _Ctx) -> np.ndarray:
 
 def _pit(c: _Ctx) -> np.ndarray:
     rng, (h, w) = c.rng, c.shape
-    r = _loguniform(rng, 2.0, 8.0)
+    r = loguniform(rng, 2.0, 8.0)
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     ry = r * rng.uniform(0.7, 1.0)
     core = np.zeros(c.shape, np.float32)
@@ -349,7 +286,7 @@ def _walk(rng: Rng, start: np.ndarray, heading: float, length: float,
 
 def _crack(c: _Ctx) -> np.ndarray:
     rng, (h, w) = c.rng, c.shape
-    length = _loguniform(rng, 60, 0.9 * max(h, w))
+    length = loguniform(rng, 60, 0.9 * max(h, w))
     start = np.array([rng.uniform(0, w), rng.uniform(0, h)])
     main = _walk(rng, start, rng.uniform(0, 2 * math.pi), length, rng.uniform(0.08, 0.2))
     w0 = rng.uniform(1.0, 5.0)
@@ -387,7 +324,7 @@ def _blob(rng: Rng, shape: tuple[int, int], cx: float, cy: float, a: float, b: f
     u, v = (xx * ca + yy * sa) / a, (-xx * sa + yy * ca) / b
     field = 1 - np.sqrt(u * u + v * v)
     if rough > 0:
-        field += rough * _fractal(rng, field.shape, max(3.0, min(a, b) * 0.8), 2)
+        field += rough * fractal(rng, field.shape, max(3.0, min(a, b) * 0.8), 2)
     inside = (field > 0).astype(np.float32)
     if soft > 0.2:
         inside = cv2.GaussianBlur(inside, (0, 0), soft)
@@ -397,7 +334,7 @@ def _blob(rng: Rng, shape: tuple[int, int], cx: float, cy: float, a: float, b: f
 
 def _stain(c: _Ctx) -> np.ndarray:
     rng, (h, w) = c.rng, c.shape
-    a = _loguniform(rng, 8, 0.25 * min(h, w))
+    a = loguniform(rng, 8, 0.25 * min(h, w))
     b = a * rng.uniform(0.5, 1.0)
     blob = _blob(rng, c.shape, rng.uniform(0, w), rng.uniform(0, h), a, b,
                  rng.uniform(0, math.pi), rng.uniform(0.15, 0.4),
@@ -416,7 +353,7 @@ def _inclusion(c: _Ctx, near: tuple[float, float] | None = None) -> np.ndarray:
         side = rng.normal(0, 6)
         cx = near[0] + step * math.cos(ang) - side * math.sin(ang)
         cy = near[1] + step * math.sin(ang) + side * math.cos(ang)
-    a = _loguniform(rng, 4, 16)
+    a = loguniform(rng, 4, 16)
     b = max(1.6, a * rng.uniform(0.2, 0.5))
     blob = _blob(rng, c.shape, cx, cy, a, b, ang, rng.uniform(0.05, 0.2), 0.8)
     return -c.contrast * blob
@@ -435,9 +372,9 @@ def _patch(c: _Ctx) -> np.ndarray:
         return blob
     win = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]  # texture only where it shows
     shape = (int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1))
-    mottle = np.clip(_fractal(rng, shape, rng.uniform(10, 30)), -2, 2) * 0.2
-    grain = np.clip(_grain(rng, shape, 0.8), -2, 2) * 0.12
-    blob[win] *= 1 + mottle + grain
+    mottle = np.clip(fractal(rng, shape, rng.uniform(10, 30)), -2, 2) * 0.2
+    fine = np.clip(grain(rng, shape, 0.8), -2, 2) * 0.12
+    blob[win] *= 1 + mottle + fine
     return sign * c.contrast * blob
 
 
@@ -485,7 +422,7 @@ def make_part(seed: int, size: tuple[int, int] = (480, 640), material: str | Non
 
     # Capture: optical blur, sensor noise, compression (drawn first so masks can use them).
     blur = float(rng.choice([0.0, rng.uniform(0.4, 1.3)], p=[0.35, 0.65]))
-    noise = _loguniform(rng, 0.004, 0.025)
+    noise = loguniform(rng, 0.004, 0.025)
     clutter = math.hypot(surface.clutter, noise)
     mottle = math.hypot(surface.mottle, noise)
     vis_abs = max(0.015, 1.2 * noise)
@@ -504,7 +441,7 @@ def make_part(seed: int, size: tuple[int, int] = (480, 640), material: str | Non
                 k_hi = k_lo * 1.3
                 k_lo = max(1.2, k_lo * 0.7)
             ref = mottle if kind in ("stain", "patch") else clutter
-            contrast = max(_MIN_CONTRAST, ref * _loguniform(rng, k_lo, k_hi))
+            contrast = max(_MIN_CONTRAST, ref * loguniform(rng, k_lo, k_hi))
             ctx = _Ctx(rng, shape, surface, contrast)
             if kind == "inclusion" and last_inclusion is not None and rng.random() < 0.75:
                 delta = _inclusion(ctx, near=last_inclusion)
@@ -515,7 +452,7 @@ def make_part(seed: int, size: tuple[int, int] = (480, 640), material: str | Non
                 continue
             mask, strength = _visible(blur_base, delta, blur, vis_abs)
             mask &= ~claimed
-            if np.count_nonzero(mask) < _MIN_AREA or strength < _MIN_SNR * ref:
+            if np.count_nonzero(mask) < MIN_AREA or strength < _MIN_SNR * ref:
                 continue
             claimed |= cv2.dilate(foot.view(np.uint8), margin).astype(bool) | mask
             changes.append(delta)
@@ -546,7 +483,7 @@ def _visible(blur_base: np.ndarray, delta: np.ndarray, blur: float,
     if nz.size == 0:
         return np.zeros(delta.shape, bool), 0.0
     peak = float(np.percentile(nz, 99))
-    mask = vis >= max(vis_abs, _VIS_FRACTION * peak)
+    mask = vis >= max(vis_abs, VIS_FRACTION * peak)
     if not mask.any():
         return mask, 0.0
     m = mask.view(np.uint8)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from app.batch import BatchConfig, run_batch
+from app.shell.cli_args import MODEL_HELP
 from app.shell.commands.models import add_checkpoint_check_args, checkpoint_check_options
 from sam_engine.auto_masks import AutoMaskSettings
 from sam_engine.factory import ENGINE_NAMES
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "'gt/*'")
     src = p.add_argument_group("prompts (the recipe's [[prompts]] unless one of these is given)")
     src.add_argument("--recipe", type=Path, help="recipe TOML: prompts, classes, calibration, "
-                     "tolerances")
+                     "tolerances, and the model it pins ([model], sha256 checked); --engine "
+                     "auto prefers the model promoted for its part")
     src.add_argument("--prompts", type=Path, metavar="DIR",
                      help="per-image prompt files: <stem>.json (ours), <stem>.txt (YOLO), or a "
                      "COCO instances file (DIR itself or DIR/annotations.json); an image "
@@ -45,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="masks covering more of the image are dropped (the part, background)")
     eng = p.add_argument_group("engine")
     eng.add_argument("--engine", choices=ENGINE_NAMES, default="auto")
-    eng.add_argument("--model", help="SAM model id (vit_b, vit_h, ...)")
+    eng.add_argument("--model", help=MODEL_HELP)
     eng.add_argument("--checkpoint", help="SAM checkpoint file")
     add_checkpoint_check_args(eng)
     eng.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")

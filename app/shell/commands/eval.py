@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 
 from app.inspection.evaluation import PROMPT_KINDS, EvalResult, evaluate, read_manifest
+from app.shell.cli_args import MODEL_HELP
 from sam_engine.errors import SamEngineError
-from sam_engine.factory import load_engine
+from sam_engine.factory import load_engine, model_kind
 
-EVAL_ENGINES = ("classic", "auto")
+EVAL_ENGINES = ("classic", "auto", "learned")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "compare the best mask with the instance's true mask. The last line printed is "
         "machine-readable: mean_iou=... baseline_box_fill=... n=...")
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR")
-    p.add_argument("--engine", choices=EVAL_ENGINES, default="classic")
+    p.add_argument("--engine", choices=EVAL_ENGINES,
+                   help="default: the kind of model --model names (learned or SAM), else "
+                   "classic")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--prompt", choices=PROMPT_KINDS, default="box")
     p.add_argument("--limit", type=int, metavar="N",
                    help="evaluate a fixed random subsample of N instances (quick runs)")
@@ -40,6 +44,17 @@ def format_table(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
+def eval_engine_name(engine: str | None, model: str | None) -> str:
+    """The engine to evaluate: --engine, else the kind of model --model names (learned or
+    sam), else classic; the classic engine has no model to name."""
+    if engine is None:
+        return model_kind(model) if model is not None else "classic"
+    if engine == "classic" and model is not None:
+        raise SamEngineError(f"--model {model}: the classic engine has no model; use --engine "
+                             "learned (or auto) to evaluate a learned or tuned model")
+    return engine
+
+
 def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise SamEngineError(f"--limit must be a positive number of instances; got {args.limit}")
@@ -48,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise SamEngineError(f"no instances to evaluate in {args.data_dir} "
                              f"(min area {args.min_area} px, dataset {args.dataset or 'any'})")
-    engine = load_engine(args.engine)
+    engine = load_engine(eval_engine_name(args.engine, args.model), model=args.model)
     result = evaluate(engine, rows, args.prompt, progress=not args.no_progress)
     print(f"engine: {result.engine}; prompt: {args.prompt}")
     print(format_table(result))

@@ -1,4 +1,9 @@
-"""`sam-inspect export-onnx --model NAME --out DIR`: ONNX graphs for the torch-free line runtime."""
+"""`sam-inspect export-onnx --model NAME --out DIR`: ONNX graphs for the torch-free line runtime.
+
+NAME is a SAM model id (vit_b, ...), or a learned model: learned-base, a tuned model
+(NAME[@VERSION] in the registry) or a learned model folder; a learned model is exported to
+learned.onnx (sam_engine.onnx.learned_export) and verified the same way.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import sys
 from pathlib import Path
 
 from app.shell.commands.models import add_checkpoint_check_args, checkpoint_check_options
+from sam_engine.errors import CheckpointError
 from sam_engine.onnx.export import (
     DEFAULT_OPSET,
     FORMATS,
@@ -19,9 +25,12 @@ from sam_engine.onnx.export import (
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export-onnx", help="export SAM's decoder (and encoder) to ONNX, verified against PyTorch"
+        "export-onnx", help="export SAM's decoder (and encoder), or a learned model, to ONNX, "
+        "verified against PyTorch"
     )
-    p.add_argument("--model", required=True, help="SAM model id (vit_b, vit_h, ...)")
+    p.add_argument("--model", required=True,
+                   help="SAM model id (vit_b, vit_h, ...), or a learned model: learned-base, "
+                   "a tuned model NAME[@VERSION], or a learned model folder")
     p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: the installed one)")
     add_checkpoint_check_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -49,7 +58,69 @@ def load_model(model_id: str, checkpoint: Path | None, **check_options):
     return loaded.model, loaded.check.sha256
 
 
+def learned_model_folder(spec: str) -> Path | None:
+    """The learned model folder `spec` names (learned-base, a tuned NAME[@VERSION] of the
+    registry, or a folder with a learned model's manifest), or None for a SAM model id."""
+    from sam_engine.learned.registry import BASE_NAME, resolve, versions
+    from sam_engine.learned.weights import MANIFEST_NAME
+    from sam_engine.weights.checkpoint import KNOWN_ARCHES
+
+    if spec in KNOWN_ARCHES:
+        return None
+    name = spec.partition("@")[0]
+    if not (name == BASE_NAME or "@" in spec or versions(name)
+            or (Path(spec).expanduser() / MANIFEST_NAME).is_file()):
+        return None
+    folder = resolve(spec)  # a clear error when a named model or version does not exist
+    if not (folder / MANIFEST_NAME).is_file():
+        raise CheckpointError(f"learned model {spec} is not installed: {folder} has no "
+                              f"{MANIFEST_NAME} (train the base with `python -m "
+                              "sam_engine.learned.base`, or name a tuned model)")
+    return folder
+
+
+def print_checks(verification) -> None:
+    print(f"{'file':28} {'max|logit diff|':>16} {'min IoU':>8} {'mean IoU':>9} {'need':>5}  ok")
+    for v in verification:
+        print(f"{v.path:28} {v.max_abs_logit_diff:16.2e} {v.min_mask_iou:8.4f} "
+              f"{v.mean_mask_iou:9.4f} {v.iou_threshold:5.2f}  {'yes' if v.passed else 'NO'}")
+
+
+def run_learned(args: argparse.Namespace, folder: Path) -> int:
+    """Export the learned model in `folder` (SAM's --checkpoint/--encoder/--quantize/--format
+    do not apply to it)."""
+    from sam_engine.onnx.learned_export import (
+        LearnedExportError,
+        LearnedExportOptions,
+        export_learned,
+    )
+    from sam_engine.onnx.manifest import LearnedOnnxManifest
+
+    sam_only = [flag for flag, on in (("--checkpoint", args.checkpoint is not None),
+                                      ("--encoder", args.encoder), ("--quantize", args.quantize),
+                                      ("--format", bool(args.format))) if on]
+    if sam_only:
+        print(f"sam-inspect: error: {', '.join(sam_only)} apply to SAM models only; "
+              f"{args.model} is a learned model", file=sys.stderr)
+        return 2
+    try:
+        result = export_learned(folder, args.out, options=LearnedExportOptions(opset=args.opset))
+        failed, verification = False, result.manifest.verification
+    except LearnedExportError as exc:
+        print(f"sam-inspect: error: {exc}", file=sys.stderr)
+        failed, verification = True, LearnedOnnxManifest.load(args.out).verification
+    print_checks(verification)
+    if not failed:
+        m = result.manifest
+        print(f"wrote {m.files[0].path} ({m.model_id}, sha256 {m.files[0].sha256}) and "
+              f"manifest.json to {args.out}")
+    return 1 if failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    folder = learned_model_folder(args.model)
+    if folder is not None:
+        return run_learned(args, folder)
     sam, sha = load_model(args.model, args.checkpoint, **checkpoint_check_options(args))
     formats = tuple(dict.fromkeys(args.format or ("sam-inspect",)))
     opts = ExportOptions(encoder=args.encoder, quantize=args.quantize, opset=args.opset,
@@ -64,10 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
         verification = OnnxManifest.load(args.out).verification
         failed = True
-    print(f"{'file':28} {'max|logit diff|':>16} {'min IoU':>8} {'mean IoU':>9} {'need':>5}  ok")
-    for v in verification:
-        print(f"{v.path:28} {v.max_abs_logit_diff:16.2e} {v.min_mask_iou:8.4f} "
-              f"{v.mean_mask_iou:9.4f} {v.iou_threshold:5.2f}  {'yes' if v.passed else 'NO'}")
+    print_checks(verification)
     if not failed:
         print(f"wrote {len(result.manifest.files)} models and manifest.json to {args.out}")
         if "x-anylabeling" in formats:

@@ -1,4 +1,7 @@
-"""`sam-inspect segment IMAGE --box/--point ...`: one image, prompts on the command line."""
+"""`sam-inspect segment IMAGE --box/--point ...`: one image, prompts on the command line.
+
+With --recipe the recipe's pinned model ([model]) is used and its sha256 checked, and
+--engine auto prefers the model promoted for the recipe's part name."""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from app.inspection.recipe import check_pinned, engine_for_recipe, load_recipe
 from app.outputs import atomic_write
 from app.outputs.overlay import draw_overlay, label_map
-from app.shell.cli_args import check_writable_dir, parse_numbers
+from app.shell.cli_args import MODEL_HELP, check_writable_dir, parse_numbers
 from app.shell.commands.models import add_checkpoint_check_args, checkpoint_check_options
 from sam_engine.factory import ENGINE_NAMES, load_engine
 from sam_engine.image_io import load_image
@@ -28,7 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--multimask", action="store_true", help="write all candidates, not the best")
     p.add_argument("--out", type=Path, help="output folder (default: next to the image)")
     p.add_argument("--engine", choices=ENGINE_NAMES, default="auto")
-    p.add_argument("--model", help="SAM model id (vit_b, vit_h, ...)")
+    p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--recipe", type=Path, help="recipe TOML: its [model] pin is used (sha256 "
+                   "checked); with --engine auto, the model promoted for its part is preferred")
     p.add_argument("--checkpoint", help="SAM checkpoint file")
     add_checkpoint_check_args(p)
     p.set_defaults(func=run)
@@ -46,13 +52,20 @@ def parse_prompts(boxes: list[str], points: list[str]) -> Prompts:
 
 def run(args: argparse.Namespace) -> int:
     prompts = parse_prompts(args.box, args.point)
+    recipe = load_recipe(args.recipe) if args.recipe is not None else None
     out = args.out or args.image.parent
     if args.out is not None or out.is_dir():  # no --out and no folder: load_image says why
         check_writable_dir(out, "--out" if args.out else "the image's folder (no --out)")
     rgb = load_image(args.image)
     validate_prompts(prompts, rgb.shape[:2])  # a bad prompt is reported before the engine loads
-    engine = load_engine(args.engine, model=args.model, checkpoint=args.checkpoint,
-                         **checkpoint_check_options(args))
+    name, model = engine_for_recipe(recipe, args.engine, args.model)
+    options = checkpoint_check_options(args)
+    if recipe is not None and recipe.model is not None:  # the pin is the expected sha256
+        options = {"checkpoint_sha256": recipe.model.sha256, "allow_unverified": True}
+    engine = load_engine(name, model=model, checkpoint=args.checkpoint,
+                         recipe=recipe.name if recipe is not None else None, **options)
+    if recipe is not None:
+        check_pinned(recipe, engine.info.model_id, engine.info.checkpoint_sha256)
     t0 = time.perf_counter()
     handle = engine.set_image(rgb)
     t1 = time.perf_counter()

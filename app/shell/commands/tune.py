@@ -1,0 +1,158 @@
+"""`sam-inspect tune`: learn a site's defects from the masks inspectors accepted.
+
+Reads the training data (the inspection store's accepted defects, a COCO instances file or a
+folder of image + mask pairs), splits it by image (a held-out share never trained on), measures
+the engine the recipe uses now, tunes a learned model from the base, measures it again, and
+writes it to the registry; it becomes the recipe's model only when it beats the current one on
+the held-out images by --margin. Ctrl-C or a kill keeps a checkpoint: the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from sam_engine.errors import SamEngineError
+from sam_engine.learned import registry
+
+EXIT_NOT_PROMOTED = 3
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune", help="tune the learned engine on accepted defects (per recipe)",
+        description=__doc__.split("\n\n")[1].replace("\n", " "))
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--db", metavar="DB", help="the inspection store (path or URL): learn "
+                     "from the defects inspectors accepted")
+    src.add_argument("--coco", type=Path, metavar="FILE", help="a COCO instances file")
+    src.add_argument("--folder", type=Path, metavar="DIR",
+                     help="images/ + masks/ (+ manifest.csv), as shared/data/defects")
+    p.add_argument("--images", type=Path, metavar="DIR", help="with --coco: the image folder "
+                   "(default: the file's folder)")
+    p.add_argument("--dataset", help="with --folder: only this dataset or class of the manifest")
+    p.add_argument("--recipe", metavar="PART", default="",
+                   help="the recipe's part name: filters --db and receives the promotion")
+    p.add_argument("--lot", help="with --db: only this lot")
+    p.add_argument("--since", type=datetime.fromisoformat, metavar="DATE",
+                   help="with --db: inspections from this date (ISO 8601)")
+    p.add_argument("--until", type=datetime.fromisoformat, metavar="DATE")
+    p.add_argument("--name", help="the tuned model's name (default: the recipe, else 'site')")
+    p.add_argument("--base", default=registry.BASE_NAME,
+                   help="model to start from (default: the learned base)")
+    p.add_argument("--held-out", type=float, default=0.2, metavar="SHARE",
+                   help="share of images never trained on (default 0.2)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="promote only when held-out mean IoU beats the current engine's by "
+                   "more than this (default 0)")
+    p.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    p.add_argument("--batch", type=int, default=24)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--curve", default="", metavar="N,N,...",
+                   help="also tune on the first N masks and report held-out IoU (learning "
+                   "curve), e.g. 10,30,100")
+    p.add_argument("--restart", action="store_true",
+                   help="ignore a checkpoint left by an interrupted run")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the outcome as JSON")
+    p.add_argument("--list", action="store_true", help="list tuned models and promotions")
+    p.add_argument("--demote", metavar="PART", help="go back to the previous model of a recipe")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _read(args: argparse.Namespace):
+    from sam_engine.learned.data import read_coco, read_folder
+
+    if args.db:
+        from app.tuning.sources import StoreFilter, read_store
+
+        return read_store(args.db, StoreFilter(args.recipe or None, args.lot, args.since,
+                                               args.until))
+    if args.coco:
+        return read_coco(args.coco, args.images)
+    if args.folder:
+        return read_folder(args.folder, dataset=args.dataset)
+    raise SamEngineError("give the training data: --db DB, --coco FILE or --folder DIR")
+
+
+def _list() -> int:
+    root = registry.registry_root()
+    models = registry.list_models()
+    print(f"registry: {root}")
+    if not models:
+        print("no tuned models yet (`sam-inspect tune --db DB --recipe PART`)")
+    for m in models:
+        gate = m.metrics.get("gate", {})
+        print(f"{m.model_id:<28} base {m.base or '-':<18} "
+              f"{'promoted' if gate.get('promoted') else 'not promoted'}: "
+              f"{gate.get('reason', '')}")
+    return 0
+
+
+def _row(name: str, h) -> str:
+    return f"{name:<26}{h.mean('box'):>8.3f}{h.mean('point'):>8.3f}{h.box_fill_mean():>10.3f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list()
+    if args.demote:
+        now = registry.demote(args.demote)
+        print(f"recipe {args.demote} now uses "
+              f"{now.model_id if now else 'the default engine (no tuned model)'}")
+        return 0
+    from app.tuning.run import TuneRequest, tune
+    from sam_engine.learned.train import TrainSettings
+
+    if not 0 < args.held_out < 1:
+        raise SamEngineError(f"--held-out must lie between 0 and 1; got {args.held_out}")
+    if args.steps < 1:
+        raise SamEngineError(f"--steps must be at least 1; got {args.steps}")
+    try:
+        curve = tuple(int(v) for v in args.curve.split(",") if v.strip())
+    except ValueError:
+        raise SamEngineError(f"--curve takes numbers of masks such as 10,30,100; got "
+                             f"{args.curve!r}") from None
+    data = _read(args)
+    for problem in data.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    name = args.name or args.recipe or "site"
+    ck_dir = registry.registry_root() / ".checkpoints"
+    if args.restart:
+        for old in ck_dir.glob(f"{name}.*.ckpt"):
+            old.unlink()
+    print(f"training data: {data.source}: {len(data.images)} images, {data.n_instances} "
+          f"masks, classes {', '.join(data.classes())}", file=sys.stderr)
+    req = TuneRequest(data=data, name=name, recipe=args.recipe, base=args.base,
+                      held_out=args.held_out, margin=args.margin, curve=curve,
+                      settings=TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr,
+                                             seed=args.seed),
+                      checkpoint_dir=ck_dir)
+    out = tune(req, progress=not args.no_progress)
+    print(f"held-out mean IoU ({len(out.after.classes)} masks){'box':>6}{'click':>8}"
+          f"{'box-fill':>10}")
+    print(_row(f"current: {out.current}", out.before))
+    print(_row(f"tuned: {out.manifest.model_id}", out.after))
+    for cls in sorted(set(out.after.classes)):
+        print(f"  {cls:<24}{out.after.mean('box', cls):>8.3f}{out.after.mean('point', cls):>8.3f}"
+              f"{out.after.box_fill_mean(cls):>10.3f}  (was {out.before.mean('box', cls):.3f} / "
+              f"{out.before.mean('point', cls):.3f})")
+    for c in out.curve:
+        print(f"  after {c['masks']:>5} masks: box {c['box']:.3f}, click {c['point']:.3f}")
+    verdict = "promoted for recipe " + (args.recipe or "(default)") if out.promoted \
+        else "kept, not used"
+    print(f"{out.manifest.model_id} {verdict}: {out.reason}")
+    print(f"model folder: {out.folder}")
+    if args.json:
+        from sam_engine.learned.weights import write_atomic
+
+        doc = {"model": out.manifest.model_id, "folder": str(out.folder),
+               "promoted": out.promoted, "reason": out.reason, "current": out.current,
+               "before": out.before.table(), "after": out.after.table(), "curve": out.curve,
+               "train_seconds": round(out.train_seconds, 1), "problems": out.problems}
+        write_atomic(args.json, (json.dumps(doc, indent=2) + "\n").encode())
+    return 0 if out.promoted else EXIT_NOT_PROMOTED

@@ -1,0 +1,261 @@
+"""Training the crop network on images with true masks, with prompts simulated as inspectors
+give them (prompt_sim), through the same windows and inputs the engine uses (crops).
+
+Each step draws `batch` instances; each gets a jittered box (sometimes with a click) or a
+click (sometimes with a negative click) and one of the prompt's candidate windows; a share of
+them get a second, corrective round: the network's first answer goes through SAM's low-res
+frame as the engine would pass it back, an inspector's next click lands on the largest error,
+and the network is trained on that refinement. Loss: BCE + soft Dice on the crop, plus the
+squared error of the IoU head against the candidate's true IoU with the whole instance (so a
+window that cuts the defect off scores low).
+
+Deterministic for a seed (numpy Generator + torch seed, single-process). A checkpoint (model,
+optimiser, schedule, step, random states) is written atomically every checkpoint_every steps
+and on Ctrl-C; train() resumes from it when its settings and data digest match.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from sam_engine.errors import SamEngineError
+from sam_engine.learned.crop_engine import sigmoid
+from sam_engine.learned.crops import (
+    CropGeometry,
+    crop_mask,
+    logits_to_low_res,
+    low_res_to_crop,
+    low_res_to_mask,
+    network_input,
+    prompt_windows,
+)
+from sam_engine.learned.data import TrainImage
+from sam_engine.learned.model import CropUNet
+from sam_engine.learned.prompt_sim import corrective_click, inside_click, jittered_box, outside_click
+from sam_engine.learned.weights import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train; recorded in the model's manifest."""
+
+    steps: int = 600
+    batch: int = 24
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    p_box: float = 0.5  # share of box prompts (the rest are clicks)
+    p_box_click: float = 0.15  # a box prompt also gets a positive click
+    p_negative: float = 0.2  # a click prompt also gets a negative click
+    p_refine: float = 0.25  # a corrective second round
+    checkpoint_every: int = 50
+    warmup: int = 20
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainReport:
+    steps: int
+    seconds: float
+    resumed_from: int
+    final_loss: float
+    losses: list[float]
+
+
+class TrainingInterrupted(SamEngineError):
+    """Training stopped by Ctrl-C after its checkpoint was written."""
+
+
+@dataclass
+class _Sample:
+    x: np.ndarray
+    target: np.ndarray
+    gt_area: float  # the whole instance's area in crop pixels
+
+
+def _instance_table(images: list[TrainImage]) -> list[tuple[int, int]]:
+    return [(i, j) for i, im in enumerate(images) for j in range(len(im.instances))]
+
+
+def _first_prompt(mask: np.ndarray, rng: np.random.Generator, s: TrainSettings):
+    if rng.random() < s.p_box:
+        box = jittered_box(mask, rng)
+        if rng.random() < s.p_box_click:
+            return box, inside_click(mask, rng)[None], np.array([1])
+        return box, None, None
+    pts, lab = [inside_click(mask, rng)], [1]
+    if rng.random() < s.p_negative:
+        neg = outside_click(mask, rng)
+        if neg is not None:
+            pts.append(neg)
+            lab.append(0)
+    return None, np.array(pts), np.array(lab)
+
+
+def _sample(rgb: np.ndarray, mask: np.ndarray, g: CropGeometry, box, pts, lab, cand: int,
+            prev_low: np.ndarray | None) -> tuple[_Sample, object]:
+    size = mask.shape
+    n = cand + 1
+    prev_mask = None if prev_low is None or box is not None else low_res_to_mask(prev_low, size)
+    wins = prompt_windows(size, box, pts, lab, prev_mask, n, g)
+    win = wins[min(cand, len(wins) - 1)]
+    prev = None if prev_low is None else sigmoid(low_res_to_crop(prev_low, win, g.size, size))
+    x = network_input(rgb, win, g, box, pts, lab, prev)
+    target = crop_mask(mask, win, g.size)
+    gt_area = float(np.count_nonzero(mask)) * g.size**2 / (win.width * win.height)
+    return _Sample(x, target, gt_area), win
+
+
+def _augment(x: torch.Tensor, t: torch.Tensor, rng: np.random.Generator):
+    k = int(rng.integers(4))
+    if k:
+        x, t = torch.rot90(x, k, (2, 3)), torch.rot90(t, k, (2, 3))
+    if rng.random() < 0.5:
+        x, t = torch.flip(x, (3,)), torch.flip(t, (3,))
+    return x, t
+
+
+def losses(logits: torch.Tensor, iou: torch.Tensor, target: torch.Tensor,
+           gt_area: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(segmentation loss, IoU-head loss) for logits (B, 1, S, S), targets in [0, 1]."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((1, 2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    with torch.no_grad():
+        hard = (logits > 0).float()
+        hi = (hard * (target > 0.5).float()).sum((1, 2, 3))
+        true_iou = hi / (hard.sum((1, 2, 3)) + gt_area - hi).clamp(min=1.0)
+    return bce + dice.mean(), F.mse_loss(iou[:, 0], true_iou)
+
+
+def _save(path: Path, model, opt, sched, step: int, rng, meta: dict, losses_: list[float]):
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "step": step, "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(), "meta": meta, "losses": losses_}, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = TrainSettings(),
+          *, checkpoint: str | Path | None = None, data_digest: str = "",
+          progress: bool = True, on_step: Callable[[int, float], None] | None = None,
+          desc: str = "tune") -> TrainReport:
+    """Train model in place on the images' instances; resumable through `checkpoint`."""
+    from tqdm import tqdm
+
+    table = _instance_table(images)
+    if not table:
+        raise SamEngineError("no defect instances to train on")
+    g = model.config.geometry
+    s = settings
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < s.warmup:
+            return (step + 1) / s.warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - s.warmup) / max(1, s.steps - s.warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    meta = {"settings": s.to_dict(), "data": data_digest, "net": model.config.to_dict()}
+    start, hist = 0, []
+    ck = Path(checkpoint) if checkpoint else None
+    if ck is not None and ck.is_file():
+        try:
+            state = torch.load(ck, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: say so, start over
+            log.warning("checkpoint %s is unreadable (%s); starting from the beginning", ck, exc)
+            state = None
+        if state is not None:
+            if state.get("meta") != meta:
+                raise SamEngineError(
+                    f"checkpoint {ck} was written for other settings or data; delete it or "
+                    "pass --restart to start over")
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            start, hist = int(state["step"]), list(state.get("losses", []))
+            log.info("resuming %s from step %d", ck, start)
+    n_cand = {"box": len(g.box_margins), "click": len(g.click_sides)}
+    t0 = time.perf_counter()
+    bar = tqdm(total=s.steps, initial=start, disable=not progress, desc=desc, unit="step")
+    step = start
+    try:
+        while step < s.steps:
+            model.train()
+            picks = [table[int(k)] for k in rng.integers(len(table), size=s.batch)]
+            samples, firsts = [], []
+            for i, j in picks:
+                im, inst = images[i], images[i].instances[j]
+                box, pts, lab = _first_prompt(inst.mask, rng, s)
+                cand = int(rng.integers(n_cand["box" if box is not None else "click"]))
+                refine = rng.random() < s.p_refine
+                smp, win = _sample(im.rgb, inst.mask, g, box, pts, lab, cand, None)
+                samples.append(smp)
+                firsts.append((refine, im, inst, box, pts, lab, cand, win))
+            if any(f[0] for f in firsts):
+                idx = [k for k, f in enumerate(firsts) if f[0]]
+                model.eval()
+                with torch.no_grad():
+                    lo, _ = model(torch.from_numpy(np.stack([samples[k].x for k in idx])))
+                model.train()
+                for k, lg in zip(idx, lo[:, 0].numpy(), strict=True):
+                    _, im, inst, box, pts, lab, cand, win = firsts[k]
+                    low = logits_to_low_res(lg, win, im.size)
+                    click = corrective_click(low_res_to_mask(low, im.size), inst.mask, rng)
+                    if click is None:
+                        continue
+                    p2 = click[0][None] if pts is None else np.concatenate([pts, click[0][None]])
+                    l2 = np.array([click[1]]) if lab is None else np.concatenate(
+                        [lab, [click[1]]])
+                    samples[k], _ = _sample(im.rgb, inst.mask, g, box, p2, l2, cand, low)
+            x = torch.from_numpy(np.stack([smp.x for smp in samples]))
+            t = torch.from_numpy(np.stack([smp.target for smp in samples]))[:, None]
+            x, t = _augment(x, t, rng)
+            area = torch.tensor([smp.gt_area for smp in samples], dtype=torch.float32)
+            logits, iou = model(x)
+            seg, iou_loss = losses(logits, iou, t, area)
+            loss = seg + iou_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            hist.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(hist[-20:]):.3f}")
+            if on_step is not None:
+                on_step(step, float(loss))
+            if ck is not None and (step % s.checkpoint_every == 0 or step == s.steps):
+                _save(ck, model, opt, sched, step, rng, meta, hist)
+    except KeyboardInterrupt:
+        if ck is not None:
+            _save(ck, model, opt, sched, step, rng, meta, hist)
+            bar.close()
+            raise TrainingInterrupted(f"stopped at step {step}/{s.steps}; the checkpoint {ck} "
+                                      "keeps it: run the same command again to resume") from None
+        raise
+    finally:
+        bar.close()
+    model.eval()
+    return TrainReport(steps=step, seconds=time.perf_counter() - t0, resumed_from=start,
+                       final_loss=float(np.mean(hist[-20:])) if hist else float("nan"),
+                       losses=hist)
