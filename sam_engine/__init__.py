@@ -12,7 +12,8 @@ results, errors, constants and preprocess (SAM's resize geometry and normalisati
 embedding_cache, upsample_np, factory (load_engine) and auto_masks. Subpackages:
 sam/ (SamEngine on PyTorch), encoders/ (fast twins of SAM's image encoders), onnx/ (export and
 the torch-free runtime), weights/ (known checkpoints, downloads, checks, file hashes),
-classic/ (the default engine), synthetic/ (the part/defect generator). Subpackages import the
+classic/ (the default engine), learned/ (the project's own trainable engine and the tuning of
+models on inspectors' masks), synthetic/ (the part/defect generator). Subpackages import the
 top level, never the other way round (factory imports the backends lazily).
 """
 

@@ -5,17 +5,29 @@ stderr): the model promoted for the recipe's part name when a recipe is given, e
 checkpoint is installed, else the better of the learned base and the classic engine by the
 held-out figures in the base's manifest (the classic engine when that comparison is missing or
 the base is missing or damaged).
+
+A registry entry may also be a tuned SAM checkpoint (registry.is_sam_delta: a delta to a SAM
+base, from `sam-inspect tune --base vit_b`): wherever a learned model is named (engine
+"learned", auto's promoted model, --model NAME@V) it loads as SAM, its base checkpoint found
+and checked against the sha256 the delta records (load_sam_delta, sam_delta_engine).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sam_engine.engine import Engine
 from sam_engine.errors import CheckpointError, SamEngineError
+
+if TYPE_CHECKING:
+    import torch
+
+    from sam_engine.learned.weights import ModelManifest
+    from sam_engine.weights.checkpoint import CheckpointCheck
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +97,16 @@ def load_engine(
         if checkpoint is not None:
             raise SamEngineError("--checkpoint names a SAM checkpoint file; for the learned "
                                  "engine name the model (or its folder) with --model")
-        return _learned(model, device, checkpoint_sha256, allow_unverified)
+        return _learned(model, device, checkpoint_sha256, allow_unverified, cache=cache,
+                        precision=precision, disk_cache=disk_cache)
     if engine == "auto" and checkpoint is None:
         if model is not None and model_kind(model) == "learned":
-            return _announce(_learned(model, device, checkpoint_sha256, allow_unverified),
+            return _announce(_learned(model, device, checkpoint_sha256, allow_unverified,
+                                      cache=cache, precision=precision, disk_cache=disk_cache),
                              f"auto: learned model {model}, as named")
         if model is None and recipe is not None:
-            promoted = _promoted(recipe, device)
+            promoted = _promoted(recipe, device, cache=cache, precision=precision,
+                                 disk_cache=disk_cache)
             if promoted is not None:
                 return promoted
     from sam_engine.sam.device import choose_device
@@ -217,22 +232,25 @@ def _box_iou(metrics: object, key: str) -> float | None:
     return float(value)
 
 
-def _promoted(recipe: str, device: str | None) -> Engine | None:
-    """The model promoted for the recipe's part name (its recorded sha256 checked), or None."""
+def _promoted(recipe: str, device: str | None, **sam_options) -> Engine | None:
+    """The model promoted for the recipe's part name (its recorded sha256 checked), or None.
+    sam_options (cache, precision, disk_cache) apply when it is a tuned SAM checkpoint."""
     from sam_engine.learned.registry import promoted_for
 
     p = promoted_for(recipe)
     if p is None:
         return None
-    eng = _learned(p.model_id, device, p.sha256, False)
+    eng = _learned(p.model_id, device, p.sha256, False, **sam_options)
     reason = f": {p.reason}" if p.reason else ""
     return _announce(eng, f"auto: {p.model_id}, promoted for recipe {recipe!r} on "
                           f"{p.when}{reason}")
 
 
 def _learned(spec: str | None, device: str | None, expected: str | None,
-             allow_unverified: bool) -> Engine:
-    """LearnedEngine on the model `spec` names (default: the learned base)."""
+             allow_unverified: bool, *, cache=None, precision: str = "auto",
+             disk_cache: bool = True) -> Engine:
+    """LearnedEngine on the model `spec` names (default: the learned base); SamEngine when it
+    is a tuned SAM checkpoint (sam_delta_engine, with cache, precision and disk_cache)."""
     from sam_engine.learned import registry
     from sam_engine.learned.weights import MANIFEST_NAME
 
@@ -246,12 +264,16 @@ def _learned(spec: str | None, device: str | None, expected: str | None,
             f"learned model {spec} is not installed: {folder} has no {MANIFEST_NAME} (train the "
             "base with `python -m sam_engine.learned.base`, or name a tuned model: "
             "`sam-inspect tune --list`)")
-    from sam_engine.learned.engine import load_learned
+    if registry.is_sam_delta(folder):
+        eng = sam_delta_engine(folder, device, cache=cache, precision=precision,
+                               disk_cache=disk_cache)
+    else:
+        from sam_engine.learned.engine import load_learned
 
-    try:
-        eng = load_learned(folder, device=device)
-    except (ValueError, KeyError, RuntimeError) as exc:  # a manifest the network cannot use
-        raise CheckpointError(f"learned model {folder} cannot be loaded: {exc}") from None
+        try:
+            eng = load_learned(folder, device=device)
+        except (ValueError, KeyError, RuntimeError) as exc:  # a manifest the net cannot use
+            raise CheckpointError(f"learned model {folder} cannot be loaded: {exc}") from None
     actual = eng.info.checkpoint_sha256
     if expected is not None and expected.lower() != actual:
         what = (f"{folder} has weights sha256 {actual}, not the expected {expected.lower()}")
@@ -260,6 +282,132 @@ def _learned(spec: str | None, device: str | None, expected: str | None,
                                   "--allow-unverified-checkpoint to use it anyway")
         eng.info = replace(eng.info, checkpoint_verified=False,
                            note=f"weights unverified: {what}")
+    return eng
+
+
+@dataclass(frozen=True)
+class LoadedSamDelta:
+    """A tuned SAM checkpoint of the registry: its base with the delta applied (CPU, eval
+    mode), the folder's manifest, the delta file and its manifest (sam_tune's delta.json), and
+    what was checked about the base checkpoint."""
+
+    model: torch.nn.Module
+    manifest: ModelManifest
+    delta_path: Path
+    delta: dict
+    base: CheckpointCheck
+
+    @property
+    def encoder_changed(self) -> bool:
+        """The delta changes image-encoder weights (LoRA merged into qkv)."""
+        return any(n.startswith("image_encoder.") for n in self.delta.get("tensors", {}))
+
+
+def _delta_base_file(manifest: ModelManifest, want: str) -> Path:
+    """The base checkpoint a SAM delta was tuned from: the installed file of its base id
+    (find_checkpoint), else the file it was tuned from when still there, whichever has the
+    sha256 the delta records. DeltaBaseMismatchError (naming both sha256s) when neither has."""
+    from sam_engine.learned.sam_tune import DeltaBaseMismatchError
+    from sam_engine.weights.checkpoint import fix_hint
+    from sam_engine.weights.file_hash import file_sha256
+    from sam_engine.weights.registry import find_checkpoint
+
+    base_id = manifest.base or ""
+    candidates: list[Path] = []
+    try:
+        found = find_checkpoint(base_id)
+    except CheckpointError:  # a base id the manifest of known checkpoints does not list
+        found = None
+    if found is not None:
+        candidates.append(found)
+    recorded = manifest.net.get("base_checkpoint")
+    if recorded and Path(recorded).expanduser().is_file() \
+            and Path(recorded).expanduser() not in candidates:
+        candidates.append(Path(recorded).expanduser())
+    if not candidates:
+        where = f" (it was tuned from {recorded})" if recorded else ""
+        raise CheckpointError(
+            f"tuned model {manifest.model_id} is a delta to the {base_id} checkpoint with "
+            f"sha256 {want}, which is not installed{where}; {fix_hint(base_id)}")
+    seen = []
+    for path in candidates:
+        try:
+            got = file_sha256(path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read the base checkpoint {path} of tuned model "
+                                  f"{manifest.model_id} ({exc})") from None
+        if got == want:
+            return path
+        seen.append((path, got))
+    path, got = seen[0]
+    raise DeltaBaseMismatchError(
+        f"tuned model {manifest.model_id} was tuned from the {base_id} checkpoint with sha256 "
+        f"{want}, but {path} has sha256 {got}: install the checkpoint it was tuned from, or "
+        f"tune {manifest.name} again from this one",
+        expected_sha256=want, actual_sha256=got)
+
+
+def load_sam_delta(folder: str | Path) -> LoadedSamDelta:
+    """The tuned SAM checkpoint in a registry folder (registry.is_sam_delta): finds its base
+    checkpoint (_delta_base_file), loads it with load_sam_checked verified against the sha256
+    the delta records, and applies the delta (apply_sam_delta: the delta file's sha256 checked
+    too). CheckpointError naming the file for anything missing, altered or mismatched."""
+    from sam_engine.learned import registry
+    from sam_engine.learned.sam_tune import apply_sam_delta, read_delta_manifest
+    from sam_engine.learned.weights import read_manifest
+    from sam_engine.weights.checkpoint import load_sam_checked
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if not registry.is_sam_delta(manifest):
+        raise CheckpointError(f"{folder} holds a learned crop model, not a tuned SAM checkpoint")
+    delta_path = folder / str(manifest.net.get("delta_file") or registry.DELTA_NAME)
+    delta = read_delta_manifest(delta_path)
+    if delta.get("delta_sha256") != manifest.weights_sha256:
+        raise CheckpointError(
+            f"{delta_path} has sha256 {delta.get('delta_sha256')} by its delta.json but "
+            f"{manifest.weights_sha256} by {folder / 'manifest.json'}: the folder was altered; "
+            "restore it or tune again")
+    want = str(manifest.base_sha256 or "").lower()
+    if want != str(delta.get("base_sha256", "")).lower():
+        raise CheckpointError(
+            f"{folder}: manifest.json names base sha256 {want} but {delta_path.name}'s manifest "
+            f"{delta.get('base_sha256')}: the folder was altered; restore it or tune again")
+    base_path = _delta_base_file(manifest, want)
+    loaded = load_sam_checked(manifest.base or "", base_path, expected_sha256=want)
+    apply_sam_delta(loaded.model, delta_path, loaded.check.sha256)
+    return LoadedSamDelta(loaded.model, manifest, delta_path, delta, loaded.check)
+
+
+def sam_delta_engine(folder: str | Path, device: str | None = None, *, cache=None,
+                     precision: str = "auto", disk_cache: bool = True) -> Engine:
+    """SamEngine on the tuned SAM checkpoint in `folder` (load_sam_delta). info.model_id is
+    NAME@VERSION, checkpoint / checkpoint_sha256 the delta file's; the note names the base and
+    its sha256. A decoder-only delta keeps the base's embedding cache keys (embeddings are the
+    encoder's alone, so the base's cached ones are right); a delta that changes the encoder
+    gets keys of its own (its model id and sha256)."""
+    from sam_engine.embedding_cache import EmbeddingCache, default_cache_dir
+    from sam_engine.sam.backend import SamEngine
+    from sam_engine.sam.device import choose_device
+
+    d = load_sam_delta(folder)
+    m = d.manifest
+    choice = choose_device(device, precision)
+    if cache is None:
+        cache = EmbeddingCache(disk_dir=default_cache_dir() if disk_cache else None,
+                               max_disk_bytes=DISK_CACHE_BYTES)
+    if d.encoder_changed:
+        eng = SamEngine(d.model, m.model_id, device=choice, cache=cache,
+                        checkpoint=str(d.delta_path), checkpoint_sha256=m.weights_sha256)
+    else:
+        eng = SamEngine(d.model, m.base or "", device=choice, cache=cache,
+                        checkpoint=str(d.base.path), checkpoint_sha256=d.base.sha256)
+    what = "encoder + decoder" if d.encoder_changed else "decoder"
+    status = (f"tuned SAM {m.model_id} ({what} delta {d.delta_path.name}) on base {m.base} "
+              f"{d.base.path} sha256 {d.base.sha256}, verified against the delta's record")
+    eng.info = replace(eng.info, model_id=m.model_id, checkpoint=str(d.delta_path),
+                       checkpoint_sha256=m.weights_sha256, checkpoint_verified=True,
+                       note=f"{eng.info.note}; {status}" if eng.info.note else status)
     return eng
 
 

@@ -1,11 +1,13 @@
 """Tuning SAM checkpoints (sam_engine.learned.sam_tune): decoder tuning on cached embeddings,
 LoRA on the encoder's qkv, checkpoints that resume, and the delta file tied to its base.
 
-Models are random: tests/sam_factory.tiny_sam (real decoder shapes) where a step or none is
-run, and micro_sam below (the same modules with 32 channels) where the decoder must actually
-learn: the real-size decoder costs about a second per prompt forward + backward on a shared
-2-core CPU, too slow to learn anything in a test. A random decoder learns the very easy set
-below (one bright ellipse per image) within 30 steps; synthetic parts are used elsewhere.
+Models are random: tests/sam_factory.tiny_sam (real decoder shapes), and micro_sam below
+(the same modules at 32 channels, ~10x cheaper) where only bookkeeping is checked. Within a
+test's budget a random tiny SAM does not learn synthetic parts (30 steps on 8 parts leave the
+held-out IoU flat), so learning is shown on a very easy set (one bright ellipse per image),
+which it learns in 20 steps (held-out IoU ~0.08 -> ~0.97); synthetic parts are used elsewhere.
+Torch runs on one thread here: on a busy 2-core CPU two threads make these tiny models 5-50x
+slower (OpenMP workers wait for each other).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from sam_engine.learned.sam_tune import (
     apply_sam_delta,
     delta_manifest_path,
     delta_names,
+    evaluate_sam,
     low_res_coverage,
     model_fingerprint,
     qkv_weight_names,
@@ -102,24 +105,32 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 QUICK = dict(images_per_step=1, instances_per_image=1, p_corrective=0.0, warmup_steps=1,
              device="cpu", lr=1e-3)
 
 
 # ------------------------------------------------------------------ learning
 def test_decoder_tuning_lowers_held_out_loss_and_raises_iou():
-    sam = micro_sam()
+    sam = tiny_sam()
     encoder, prompts = state(sam.image_encoder), state(sam.prompt_encoder)
     train = [easy_image(i) for i in range(6)]
     held = [easy_image(100 + i) for i in range(3)]
-    settings = SamTuneSettings(steps=30, lr=3e-3, images_per_step=2, instances_per_image=1,
+    settings = SamTuneSettings(steps=20, lr=1e-3, images_per_step=2, instances_per_image=1,
                                warmup_steps=5, p_corrective=0.3, checkpoint_every=0,
                                device="cpu")
     r = tune_sam_decoder(sam, train, held, settings, checkpoint_path=None, progress=False)
 
-    assert r.steps == 30 and r.start_step == 0 and len(r.losses) == 30
+    assert r.steps == 20 and r.start_step == 0 and len(r.losses) == 20
     assert r.before is not None and r.after is not None
-    assert r.after.loss < 0.6 * r.before.loss
+    assert r.after.loss < 0.5 * r.before.loss
     assert r.after.box_iou > r.before.box_iou + 0.3
     assert r.after.click_iou > r.before.click_iou + 0.3
     assert [c.cls for c in r.after.per_class] == ["blob"] and r.after.per_class[0].n == 3
@@ -145,6 +156,17 @@ def test_a_seed_gives_the_same_run():
     assert a.losses == b.losses and same(wa, wb)
     assert a.losses != c.losses
     assert a.before is None and a.after is None  # no held-out images, no metrics
+
+
+def test_evaluate_sam_scores_box_and_click_per_class():
+    sam = micro_sam()
+    images = part_images([3, 4])
+    m = evaluate_sam(sam, images, device="cpu")
+    n = sum(len(im.instances) for im in images)
+    assert m.n_instances == n and sum(c.n for c in m.per_class) == n
+    assert {c.cls for c in m.per_class} == {i.cls for im in images for i in im.instances}
+    assert 0.0 <= m.box_iou <= 1.0 and 0.0 <= m.click_iou <= 1.0 and m.loss > 0
+    assert evaluate_sam(sam, [], device="cpu") is None
 
 
 # ------------------------------------------------------------------ LoRA
@@ -311,7 +333,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_an_exception_in_a_step_gives_the_base_back(tmp_path):
-    sam = tiny_sam()
+    sam = micro_sam()
     base = state(sam)
 
     def boom(step: int, loss: float) -> None:

@@ -275,10 +275,6 @@ class TuneController(QObject):
         self.runner.start(lambda on_step, on_phase: run_tune(job, on_step, on_phase))
         self.refresh_actions()
 
-    def cancel(self) -> None:
-        if self.progress_dialog is not None:
-            self.progress_dialog.reject()
-
     def _on_progress(self, step: int, total: int) -> None:
         if self.progress_dialog is not None:
             self.progress_dialog.set_step(step, total)

@@ -44,6 +44,7 @@ def synthetic_images(n: int, seed: int) -> list[TrainImage]:
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
+    from sam_engine.classic import ClassicEngine
     from sam_engine.learned.engine import LearnedEngine
     from sam_engine.learned.heldout import evaluate
     from sam_engine.learned.model import CropUNet, NetConfig
@@ -82,12 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              settings=settings.to_dict(),
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     h = evaluate(LearnedEngine(model, manifest), test, progress=True, desc="synthetic test")
-    manifest.metrics = {"synthetic_test": h.table(), "train_seconds": round(report.seconds),
-                        "steps": report.steps}
+    classic = evaluate(ClassicEngine(), test, progress=True, desc="classic, same parts")
+    manifest.metrics = {"synthetic_test": h.table(), "classic_synthetic_test": classic.table(),
+                        "train_seconds": round(report.seconds), "steps": report.steps}
     save_model(args.out, model.state_dict(), manifest)
     ck.unlink(missing_ok=True)
     print(f"wrote {args.out}: box {h.mean('box'):.3f}, click {h.mean('point'):.3f} on "
-          f"{len(h.classes)} synthetic test instances (box-fill {h.box_fill_mean():.3f})")
+          f"{len(h.classes)} synthetic test instances (classic {classic.mean('box'):.3f} / "
+          f"{classic.mean('point'):.3f}, box-fill {h.box_fill_mean():.3f})")
     return 0
 
 

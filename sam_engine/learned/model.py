@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sam_engine.learned.crops import IN_CHANNELS, CropGeometry
+from sam_engine.learned.crops import IN_CHANNELS, VERSION, CropGeometry
 
 ARCH = "crop-unet-v1"
 
@@ -23,19 +23,22 @@ ARCH = "crop-unet-v1"
 class NetConfig:
     """Architecture of one learned model (stored in its manifest)."""
 
-    widths: tuple[int, ...] = (16, 32, 64, 96, 128)
+    widths: tuple[int, ...] = (12, 24, 48, 96, 128)
     geometry: CropGeometry = CropGeometry()
     arch: str = ARCH
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "widths": list(self.widths),
-                "geometry": self.geometry.to_dict()}
+                "geometry": self.geometry.to_dict(), "preprocess": VERSION}
 
     @classmethod
     def from_dict(cls, d: dict) -> NetConfig:
         if d.get("arch") != ARCH:
             raise ValueError(f"unknown learned-model architecture {d.get('arch')!r}; "
                              f"this version reads {ARCH}")
+        if d.get("preprocess", VERSION) != VERSION:
+            raise ValueError(f"the model was trained with crop preprocessing "
+                             f"{d.get('preprocess')!r}; this version makes {VERSION}")
         return cls(widths=tuple(int(v) for v in d["widths"]),
                    geometry=CropGeometry.from_dict(d["geometry"]))
 

@@ -1,7 +1,9 @@
 """The registry of tuned models, and which one each recipe (part type) uses.
 
 Layout under the root ($SAM_INSPECT_TUNED, else the per-user models folder's `tuned/`):
-`<name>/<version>/` holds one model version (weights.py: model.safetensors + manifest.json);
+`<name>/<version>/` holds one model version: a learned crop model (weights.py: model.safetensors
++ manifest.json) or a tuned SAM checkpoint (delta.safetensors + delta.json, sam_tune's delta to
+a base checkpoint, + manifest.json with net.kind "sam-delta", see is_sam_delta);
 `promoted.json` maps a recipe's part name to the promoted model (name@version and its weights'
 sha256), keeping every earlier promotion so `demote` goes back one step. Nothing is deleted:
 a tuned model that failed the gate stays in the registry, unused.
@@ -16,12 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sam_engine.errors import CheckpointError
-from sam_engine.learned.weights import BASE_DIR, MANIFEST_NAME, ModelManifest, read_manifest, \
-    write_atomic
+from sam_engine.learned.weights import (
+    BASE_DIR,
+    MANIFEST_NAME,
+    ModelManifest,
+    read_manifest,
+    write_atomic,
+)
 
 ENV_TUNED = "SAM_INSPECT_TUNED"
 PROMOTED = "promoted.json"
 BASE_NAME = "learned-base"
+SAM_DELTA_KIND = "sam-delta"  # manifest "kind" and net["kind"] of a tuned SAM checkpoint
+DELTA_NAME = "delta.safetensors"  # its tensors in the model folder (delta.json beside them)
 
 
 def registry_root() -> Path:
@@ -42,6 +51,18 @@ class Promotion:
     sha256: str
     when: str
     reason: str = ""
+
+
+def is_sam_delta(model: ModelManifest | str | Path) -> bool:
+    """True when a model (its manifest, or its folder) is a tuned SAM checkpoint: a delta to a
+    SAM base (net.kind "sam-delta"), not a learned crop model. A folder without a readable
+    manifest is not."""
+    if not isinstance(model, ModelManifest):
+        try:
+            model = read_manifest(model)
+        except CheckpointError:
+            return False
+    return isinstance(model.net, dict) and model.net.get("kind") == SAM_DELTA_KIND
 
 
 def versions(name: str, root: Path | None = None) -> list[str]:

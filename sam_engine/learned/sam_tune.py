@@ -466,9 +466,13 @@ def evaluate_sam(sam: Sam, images: list[TrainImage], *, loss: str = "bce",
     s = SamTuneSettings(loss=loss, eval_batch=batch, device=device)
     dev = _device(device)
     items = [_item(im, False) for im in images if im.instances]
+    home = next(sam.parameters()).device
     sam.to(dev)
-    _embed(sam, items, dev, progress, "encoding held-out images")
-    return _evaluate(sam, items, s, dev, progress, "held-out")
+    try:
+        _embed(sam, items, dev, progress, "encoding held-out images")
+        return _evaluate(sam, items, s, dev, progress, "held-out")
+    finally:
+        sam.to(home)
 
 
 # ------------------------------------------------------------------ model bookkeeping
@@ -553,6 +557,7 @@ class _Tuner:
         self.held_digest = Dataset(self.held_images).digest()
         self.base_fp = model_fingerprint(sam)
         self.home = next(sam.parameters()).device
+        self.grad_flags = {n: p.requires_grad for n, p in sam.named_parameters()}
         self.base_decoder = {k: v.detach().clone() for k, v in
                              sam.mask_decoder.state_dict().items()}
         self.peft_model = None
@@ -666,8 +671,8 @@ class _Tuner:
         if self.peft_model is not None:
             self.peft_model.unload()
             self.peft_model = None
-        for p in self.sam.parameters():
-            p.requires_grad_(False)
+        for n, p in self.sam.named_parameters():
+            p.requires_grad_(self.grad_flags.get(n, False))
         self.sam.eval().to(self.home)
 
     # -- steps
@@ -740,7 +745,8 @@ class _Tuner:
             self.restore(state)
         start = int(state["step"]) if state else 0
         losses: list[float] = list(state["losses"]) if state else []
-        if state and state["before"] is not None:
+        if (state and state["before"] is not None
+                and state.get("held_out_digest") == self.held_digest):
             before = HeldOutMetrics.from_dict(state["before"])
         else:
             before = _evaluate(self.sam, self.held, s, self.dev, self.progress, "held-out before")
@@ -793,7 +799,8 @@ def tune_sam_decoder(sam: Sam, train: list[TrainImage], held_out: list[TrainImag
                      checkpoint_path: Path | None = None, progress: bool = True,
                      on_step: Callable[[int, float], None] | None = None) -> SamTuneResult:
     """Tune `sam` in place on the training images' instances (see the module docstring) and
-    score it on the held-out images before and after (None when there are none).
+    score it on the held-out images before and after (None when there are none). The tuned
+    model comes back in eval mode with every parameter frozen, on the device it came on.
 
     checkpoint_path: where the training state is saved (every checkpoint_every steps, at the
     end, on Ctrl-C) and resumed from. progress: tqdm bars with ETA on stderr. on_step(step,

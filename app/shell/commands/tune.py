@@ -2,9 +2,11 @@
 
 Reads the training data (the inspection store's accepted defects, a COCO instances file or a
 folder of image + mask pairs), splits it by image (a held-out share never trained on), measures
-the engine the recipe uses now, tunes a learned model from the base, measures it again, and
-writes it to the registry; it becomes the recipe's model only when it beats the current one on
-the held-out images by --margin. Ctrl-C or a kill keeps a checkpoint: the same command resumes.
+the engine the recipe uses now, tunes a learned model from the base (or, with --base vit_b /
+--base-checkpoint FILE, that SAM checkpoint: its decoder, and with --lora its encoder's
+attention), measures it again, and writes it to the registry; it becomes the recipe's model
+only when it beats the current one on the held-out images by --margin. Ctrl-C or a kill keeps
+a checkpoint: the same command resumes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from sam_engine.errors import SamEngineError
 from sam_engine.learned import registry
 
 EXIT_NOT_PROMOTED = 3
+LEARNED_STEPS, LEARNED_BATCH, LEARNED_LR = 600, 24, 1e-3
+
+
+class SamDefaults:
+    """sam_tune.SamTuneSettings' defaults, for the help text without importing torch."""
+
+    steps, images_per_step, lr = 1000, 2, 1e-4
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,15 +51,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", type=datetime.fromisoformat, metavar="DATE")
     p.add_argument("--name", help="the tuned model's name (default: the recipe, else 'site')")
     p.add_argument("--base", default=registry.BASE_NAME,
-                   help="model to start from (default: the learned base)")
+                   help="model to start from: the learned base (default), a tuned learned "
+                   "model, or a SAM model id (vit_b, vit_l, vit_h, vit_t) to tune that "
+                   "installed checkpoint")
+    p.add_argument("--base-checkpoint", type=Path, metavar="FILE",
+                   help="tune this SAM checkpoint file (its architecture: --base, else "
+                   "known from an official file name)")
+    p.add_argument("--lora", action="store_true",
+                   help="SAM: also tune LoRA adapters on the image encoder's attention "
+                   "(merged into the weights; slower, for more than the decoder can learn)")
+    p.add_argument("--lora-rank", type=int, default=8, help="SAM --lora: adapter rank "
+                   "(default 8)")
+    p.add_argument("--device", default="auto",
+                   help="SAM: where to tune: auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--held-out", type=float, default=0.2, metavar="SHARE",
                    help="share of images never trained on (default 0.2)")
     p.add_argument("--margin", type=float, default=0.0,
                    help="promote only when held-out mean IoU beats the current engine's by "
                    "more than this (default 0)")
-    p.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
-    p.add_argument("--batch", type=int, default=24)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"training steps (default {LEARNED_STEPS}; SAM {SamDefaults.steps})")
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"crops per step (default {LEARNED_BATCH}); SAM: images per step "
+                   f"(default {SamDefaults.images_per_step})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default {LEARNED_LR:g}; SAM {SamDefaults.lr:g})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--curve", default="", metavar="N,N,...",
                    help="also tune on the first N masks and report held-out IoU (learning "
@@ -87,10 +112,52 @@ def _list() -> int:
         print("no tuned models yet (`sam-inspect tune --db DB --recipe PART`)")
     for m in models:
         gate = m.metrics.get("gate", {})
-        print(f"{m.model_id:<28} base {m.base or '-':<18} "
+        kind = "SAM delta" if registry.is_sam_delta(m) else "learned"
+        print(f"{m.model_id:<28} {kind:<10} base {m.base or '-':<18} "
               f"{'promoted' if gate.get('promoted') else 'not promoted'}: "
               f"{gate.get('reason', '')}")
     return 0
+
+
+def _base(args: argparse.Namespace) -> str:
+    """--base, or for --base-checkpoint without a SAM id the model its official name is."""
+    from app.tuning.run import is_sam_base
+
+    sam_id = is_sam_base(args.base)
+    if args.base_checkpoint is None:
+        if not sam_id and args.lora:
+            raise SamEngineError("--lora tunes a SAM checkpoint: give --base vit_b (or "
+                                 "another SAM id) or --base-checkpoint FILE")
+        return args.base
+    if sam_id:
+        return args.base
+    from sam_engine.weights.registry import spec_for_file
+
+    spec = spec_for_file(args.base_checkpoint)
+    if args.base != registry.BASE_NAME or spec is None:
+        raise SamEngineError(
+            f"--base-checkpoint {args.base_checkpoint}: name its SAM architecture with --base "
+            "vit_b, vit_l, vit_h or vit_t" + (f" (not {args.base!r})"
+                                              if args.base != registry.BASE_NAME else ""))
+    return spec.id
+
+
+def _settings(args: argparse.Namespace, base: str) -> dict:
+    """TuneRequest's settings (learned) or sam_settings (SAM) from the options."""
+    from app.tuning.run import is_sam_base
+
+    if is_sam_base(base, args.base_checkpoint):
+        from sam_engine.learned.sam_tune import SamTuneSettings
+
+        given = {"steps": args.steps, "images_per_step": args.batch, "lr": args.lr}
+        return {"sam_settings": SamTuneSettings(
+            seed=args.seed, lora=args.lora, lora_rank=args.lora_rank, device=args.device,
+            **{k: v for k, v in given.items() if v is not None})}
+    from sam_engine.learned.train import TrainSettings
+
+    return {"settings": TrainSettings(
+        steps=args.steps or LEARNED_STEPS, batch=args.batch or LEARNED_BATCH,
+        lr=args.lr if args.lr is not None else LEARNED_LR, seed=args.seed)}
 
 
 def _row(name: str, h) -> str:
@@ -106,12 +173,12 @@ def run(args: argparse.Namespace) -> int:
               f"{now.model_id if now else 'the default engine (no tuned model)'}")
         return 0
     from app.tuning.run import TuneRequest, tune
-    from sam_engine.learned.train import TrainSettings
 
     if not 0 < args.held_out < 1:
         raise SamEngineError(f"--held-out must lie between 0 and 1; got {args.held_out}")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise SamEngineError(f"--steps must be at least 1; got {args.steps}")
+    base = _base(args)
     try:
         curve = tuple(int(v) for v in args.curve.split(",") if v.strip())
     except ValueError:
@@ -127,11 +194,10 @@ def run(args: argparse.Namespace) -> int:
             old.unlink()
     print(f"training data: {data.source}: {len(data.images)} images, {data.n_instances} "
           f"masks, classes {', '.join(data.classes())}", file=sys.stderr)
-    req = TuneRequest(data=data, name=name, recipe=args.recipe, base=args.base,
+    req = TuneRequest(data=data, name=name, recipe=args.recipe, base=base,
                       held_out=args.held_out, margin=args.margin, curve=curve,
-                      settings=TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr,
-                                             seed=args.seed),
-                      checkpoint_dir=ck_dir)
+                      checkpoint_dir=ck_dir, base_checkpoint=args.base_checkpoint,
+                      **_settings(args, base))
     out = tune(req, progress=not args.no_progress)
     print(f"held-out mean IoU ({len(out.after.classes)} masks){'box':>6}{'click':>8}"
           f"{'box-fill':>10}")
