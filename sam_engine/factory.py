@@ -308,7 +308,6 @@ def _delta_base_file(manifest: ModelManifest, want: str) -> Path:
     (find_checkpoint), else the file it was tuned from when still there, whichever has the
     sha256 the delta records. DeltaBaseMismatchError (naming both sha256s) when neither has."""
     from sam_engine.learned.sam_tune import DeltaBaseMismatchError
-    from sam_engine.weights.checkpoint import fix_hint
     from sam_engine.weights.file_hash import file_sha256
     from sam_engine.weights.registry import find_checkpoint
 
@@ -325,10 +324,11 @@ def _delta_base_file(manifest: ModelManifest, want: str) -> Path:
             and Path(recorded).expanduser() not in candidates:
         candidates.append(Path(recorded).expanduser())
     if not candidates:
-        where = f" (it was tuned from {recorded})" if recorded else ""
+        where = f", or put back {recorded}, the file it was tuned from" if recorded else ""
         raise CheckpointError(
             f"tuned model {manifest.model_id} is a delta to the {base_id} checkpoint with "
-            f"sha256 {want}, which is not installed{where}; {fix_hint(base_id)}")
+            f"sha256 {want}, which is not installed: run `sam-inspect models download "
+            f"{base_id}` if it was tuned from the official file{where}")
     seen = []
     for path in candidates:
         try:
@@ -354,7 +354,7 @@ def load_sam_delta(folder: str | Path) -> LoadedSamDelta:
     too). CheckpointError naming the file for anything missing, altered or mismatched."""
     from sam_engine.learned import registry
     from sam_engine.learned.sam_tune import apply_sam_delta, read_delta_manifest
-    from sam_engine.learned.weights import read_manifest
+    from sam_engine.learned.weights import MANIFEST_NAME, read_manifest
     from sam_engine.weights.checkpoint import load_sam_checked
 
     folder = Path(folder)
@@ -366,12 +366,12 @@ def load_sam_delta(folder: str | Path) -> LoadedSamDelta:
     if delta.get("delta_sha256") != manifest.weights_sha256:
         raise CheckpointError(
             f"{delta_path} has sha256 {delta.get('delta_sha256')} by its delta.json but "
-            f"{manifest.weights_sha256} by {folder / 'manifest.json'}: the folder was altered; "
+            f"{manifest.weights_sha256} by {folder / MANIFEST_NAME}: the folder was altered; "
             "restore it or tune again")
     want = str(manifest.base_sha256 or "").lower()
     if want != str(delta.get("base_sha256", "")).lower():
         raise CheckpointError(
-            f"{folder}: manifest.json names base sha256 {want} but {delta_path.name}'s manifest "
+            f"{folder}: {MANIFEST_NAME} names base sha256 {want} but {delta_path.name}'s manifest "
             f"{delta.get('base_sha256')}: the folder was altered; restore it or tune again")
     base_path = _delta_base_file(manifest, want)
     loaded = load_sam_checked(manifest.base or "", base_path, expected_sha256=want)

@@ -27,14 +27,15 @@ def test_classic_is_always_available():
 
 
 def test_auto_without_checkpoint_falls_back_and_says_so(models_dir):
-    eng = load_engine("auto")
-    assert eng.info.name == "classic"
+    eng = load_engine("auto")  # the shipped learned base records that it beats classic
+    assert eng.info.name == "learned" and eng.info.model_id == "learned-base@1"
     assert "no SAM checkpoint installed" in eng.info.describe()
+    assert "the learned base beats the classic engine" in eng.info.note
 
 
 def test_auto_with_missing_named_model_falls_back(models_dir):
     eng = load_engine("auto", model="vit_h")
-    assert eng.info.name == "classic" and "vit_h is not installed" in eng.info.note
+    assert eng.info.name == "learned" and "vit_h is not installed" in eng.info.note
 
 
 def test_sam_without_checkpoint_is_a_clear_error(models_dir):

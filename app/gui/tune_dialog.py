@@ -3,7 +3,7 @@
 TuneController runs app.tuning on the window's inspection store (the accepted defects of the
 current recipe) on a worker thread (workers.TuneRunner) while a progress dialog shows the steps,
 the time left and a Cancel button; the result dialog shows the held-out mean IoU before and after
-and the promotion gate's reason. A promoted model becomes the window's engine (load_learned on
+and the promotion gate's reason. A promoted model becomes the window's engine (load_registered on
 the encoder thread). "Use previous model" steps the recipe's promotion back one (registry.demote)
 and reloads the engine: the previous tuned model, or the window's default engine.
 """
@@ -82,12 +82,13 @@ def run_tune(job: TuneJob, on_step: Callable[[int, int], None],
 
 
 def learned_engine_factory(folder: str | Path) -> Callable[[], object]:
-    """Builds the learned engine of a model folder (called on the encoder thread)."""
+    """Builds the engine of a registry folder: a learned model or a tuned SAM checkpoint
+    (called on the encoder thread)."""
 
     def build():
-        from sam_engine.learned.engine import load_learned
+        from app.tuning.run import load_registered
 
-        return load_learned(folder)
+        return load_registered(Path(folder))
 
     return build
 

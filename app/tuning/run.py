@@ -34,7 +34,13 @@ from sam_engine.learned.engine import LearnedEngine, load_model
 from sam_engine.learned.heldout import HeldOut, evaluate
 from sam_engine.learned.sam_tune import SamTuneSettings, tune_sam_decoder
 from sam_engine.learned.train import TrainSettings, train
-from sam_engine.learned.weights import MANIFEST_NAME, ModelManifest, save_model, write_atomic
+from sam_engine.learned.weights import (
+    MANIFEST_NAME,
+    ModelManifest,
+    read_manifest,
+    save_model,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +185,13 @@ def tune(req: TuneRequest, *, progress: bool = True,
     if is_sam_request(req):
         return tune_sam(req, progress=progress, on_step=on_step)
     train_set, held, n_train = _split(req)
+    base_folder = registry.resolve(req.base, req.root)
+    if registry.is_sam_delta(base_folder):
+        raise SamEngineError(
+            f"{req.base} is a tuned SAM checkpoint, which is not tuned further: tune its base "
+            f"again on all the masks (--base {read_manifest(base_folder).base})")
     cur_engine, cur_name = current_engine(req.recipe, req.root, req.base)
     before = evaluate(cur_engine, held, progress=progress, desc=f"held-out {cur_name}")
-    base_folder = registry.resolve(req.base, req.root)
     model, base_manifest = load_model(base_folder)
 
     curve = []
@@ -274,7 +284,6 @@ def _sam_current(req: TuneRequest, sam, base_id: str, base_sha: str, held: list[
     from sam_engine.embedding_cache import EmbeddingCache
     from sam_engine.errors import CheckpointError
     from sam_engine.learned.sam_tune import apply_sam_delta, read_delta_manifest
-    from sam_engine.learned.weights import read_manifest
 
     base_key = (base_id, base_sha)
     p = registry.promoted_for(req.recipe, req.root)

@@ -848,7 +848,10 @@ def save_sam_delta(path: str | Path, sam: Sam, base_sha256: str, manifest: dict,
     if missing:
         raise CheckpointError(f"the model has no tensors {missing[:5]} to save in {path}")
     tensors = {n: sd[n].detach().cpu().contiguous().clone() for n in names}
-    data = save(tensors, metadata={"format": DELTA_FORMAT, "base_sha256": base})
+    # one metadata key: safetensors writes several in no fixed order, and the same tensors
+    # must give the same file (and sha256)
+    data = save(tensors, metadata={"sam_inspect": json.dumps(
+        {"format": DELTA_FORMAT, "base_sha256": base}, sort_keys=True)})
     write_atomic(path, data)
     out = dict(manifest)
     out.update({

@@ -58,7 +58,7 @@ class TrainSettings:
 
     steps: int = 600
     batch: int = 24
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
     p_box: float = 0.5  # share of box prompts (the rest are clicks)

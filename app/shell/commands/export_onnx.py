@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from app.shell.commands.models import add_checkpoint_check_args, checkpoint_check_options
-from sam_engine.errors import CheckpointError
+from sam_engine.errors import CheckpointError, SamEngineError
+from sam_engine.learned.registry import is_sam_delta
 from sam_engine.onnx.export import (
     DEFAULT_OPSET,
     FORMATS,
@@ -119,9 +120,18 @@ def run_learned(args: argparse.Namespace, folder: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     folder = learned_model_folder(args.model)
-    if folder is not None:
+    if folder is not None and is_sam_delta(folder):  # a tuned SAM: its base + the delta
+        if args.checkpoint is not None:
+            raise SamEngineError(f"{args.model} is a tuned SAM model: its base checkpoint is "
+                                 "the one recorded in its manifest; drop --checkpoint")
+        from sam_engine.factory import load_sam_delta
+
+        delta = load_sam_delta(folder)
+        sam, sha = delta.model, delta.manifest.weights_sha256
+    elif folder is not None:
         return run_learned(args, folder)
-    sam, sha = load_model(args.model, args.checkpoint, **checkpoint_check_options(args))
+    else:
+        sam, sha = load_model(args.model, args.checkpoint, **checkpoint_check_options(args))
     formats = tuple(dict.fromkeys(args.format or ("sam-inspect",)))
     opts = ExportOptions(encoder=args.encoder, quantize=args.quantize, opset=args.opset,
                          formats=formats)
