@@ -113,7 +113,7 @@ def speed(args) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sites", nargs="*", default=["neu_seg", "crackforest"])
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--curve", type=int, nargs="*", default=[10, 30, 100])

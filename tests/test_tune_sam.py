@@ -342,7 +342,7 @@ def test_command_options_choose_the_family_and_its_settings(tmp_path, monkeypatc
         cli_main(args)
     req = seen[-1]
     assert req.base == registry.BASE_NAME and not tuning.is_sam_request(req)
-    assert req.settings == TrainSettings(steps=600, batch=24, lr=1e-3, seed=0)
+    assert req.settings == TrainSettings(steps=800, batch=24, lr=1e-3, seed=0)
 
 
 def test_command_tunes_a_checkpoint_end_to_end(tuned, tmp_path, isolated, capsys):

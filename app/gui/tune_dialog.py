@@ -75,7 +75,7 @@ def run_tune(job: TuneJob, on_step: Callable[[int, int], None],
     on_phase(f"{len(data.images)} images, {data.n_instances} accepted defects: measuring the "
              "engine in use on the held-out images…")
     # the settings `sam-inspect tune` uses by default, so either resumes the other's checkpoint
-    settings = TrainSettings(steps=600, batch=24, lr=1e-3, seed=0)
+    settings = TrainSettings(steps=800, batch=24, lr=1e-3, seed=0)
     request = TuneRequest(data=data, name=job.name, recipe=job.recipe, settings=settings,
                           checkpoint_dir=checkpoint_dir())
     return tune(request, progress=False, on_step=on_step)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,8 +26,14 @@ log = logging.getLogger(__name__)
 DESKTOP_ENGINES = ("auto", "sam", "onnx", "classic", "learned")
 
 
+NO_TORCH_ENV = "SAM_INSPECT_NO_TORCH"  # set (to 1): choose as the lite flavour, never torch
+
+
 def torch_available() -> bool:
-    """True when torch can be imported (full flavour / dev install), without importing it."""
+    """True when torch can be imported (full flavour / dev install), without importing it,
+    and $SAM_INSPECT_NO_TORCH does not ask for the torch-free choice."""
+    if os.environ.get(NO_TORCH_ENV, "").strip() not in ("", "0"):
+        return False
     try:
         return importlib.util.find_spec("torch") is not None
     except (ImportError, ValueError):

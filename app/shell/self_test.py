@@ -263,9 +263,14 @@ def run_self_test(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=None, help="an ONNX export folder to use")
     parser.add_argument("--no-qt", action="store_true", help="skip the Qt checks")
     parser.add_argument("--forbid-torch", action="store_true",
-                        help="fail when torch (or another heavy module) was imported")
+                        help="choose engines as the lite flavour (never torch) and fail when "
+                        "torch (or another heavy module) was imported")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
+    if args.forbid_torch:  # choose engines as the lite flavour does, whatever is installed
+        from app.shell.engine_choice import NO_TORCH_ENV
+
+        os.environ[NO_TORCH_ENV] = "1"
 
     from app.shell.about import about_info
 

@@ -9,9 +9,11 @@ and the network is trained on that refinement. Loss: BCE + soft Dice on the crop
 squared error of the IoU head against the candidate's true IoU with the whole instance (so a
 window that cuts the defect off scores low).
 
-Deterministic for a seed (numpy Generator + torch seed, single-process). A checkpoint (model,
-optimiser, schedule, step, random states) is written atomically every checkpoint_every steps
-and on Ctrl-C; train() resumes from it when its settings and data digest match.
+Deterministic for a seed (numpy Generator + torch seed, single-process) on a CPU; on a GPU
+(used when there is one; the model comes back on the CPU) up to cuDNN's own nondeterminism.
+A checkpoint (model, optimiser, schedule, step, random states) is written atomically every
+checkpoint_every steps and on Ctrl-C; train() resumes from it when its settings and data
+digest match.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 class TrainSettings:
     """How to train; recorded in the model's manifest."""
 
-    steps: int = 600
+    steps: int = 800
     batch: int = 24
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -164,7 +166,8 @@ def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = T
     from tqdm import tqdm
 
     table = _instance_table(images)
-    model.to(memory_format=torch.channels_last)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when there is one
+    model.to(device=device, memory_format=torch.channels_last)
     if not table:
         raise SamEngineError("no defect instances to train on")
     g = model.config.geometry
@@ -221,9 +224,10 @@ def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = T
                 idx = [k for k, f in enumerate(firsts) if f[0]]
                 model.eval()
                 with torch.no_grad():
-                    lo, _ = model(torch.from_numpy(np.stack([samples[k].x for k in idx])))
+                    lo, _ = model(torch.from_numpy(np.stack([samples[k].x for k in idx]))
+                                  .to(device))
                 model.train()
-                for k, lg in zip(idx, lo[:, 0].numpy(), strict=True):
+                for k, lg in zip(idx, lo[:, 0].cpu().numpy(), strict=True):
                     _, im, inst, box, pts, lab, cand, win = firsts[k]
                     low = logits_to_low_res(lg, win, im.size)
                     click = corrective_click(low_res_to_mask(low, im.size), inst.mask, rng)
@@ -236,8 +240,10 @@ def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = T
             x = torch.from_numpy(np.stack([smp.x for smp in samples]))
             t = torch.from_numpy(np.stack([smp.target for smp in samples]))[:, None]
             x, t = _augment(x, t, rng)
-            x = x.contiguous(memory_format=torch.channels_last)  # faster CPU convolutions
-            area = torch.tensor([smp.gt_area for smp in samples], dtype=torch.float32)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)  # faster on a CPU
+            t = t.to(device)
+            area = torch.tensor([smp.gt_area for smp in samples], dtype=torch.float32,
+                                device=device)
             logits, iou = model(x)
             seg, iou_loss = losses(logits, iou, t, area)
             loss = seg + iou_loss
@@ -263,7 +269,7 @@ def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = T
         raise
     finally:
         bar.close()
-    model.eval()
+    model.to("cpu").eval()
     return TrainReport(steps=step, seconds=time.perf_counter() - t0, resumed_from=start,
                        final_loss=float(np.mean(hist[-20:])) if hist else float("nan"),
                        losses=hist)

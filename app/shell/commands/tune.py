@@ -21,7 +21,7 @@ from sam_engine.errors import SamEngineError
 from sam_engine.learned import registry
 
 EXIT_NOT_PROMOTED = 3
-LEARNED_STEPS, LEARNED_BATCH, LEARNED_LR = 600, 24, 1e-3
+LEARNED_STEPS, LEARNED_BATCH, LEARNED_LR = 800, 24, 1e-3
 
 
 class SamDefaults:
