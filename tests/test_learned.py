@@ -153,3 +153,18 @@ def test_model_config_round_trips_and_rejects_unknown_architectures():
     assert cfg == TINY
     with pytest.raises(ValueError, match="architecture"):
         NetConfig.from_dict({**TINY.to_dict(), "arch": "other"})
+
+
+def test_the_base_is_made_by_one_command_from_synthetic_parts(tmp_path):
+    from sam_engine.learned.base import main
+    from sam_engine.learned.weights import read_manifest
+
+    out = tmp_path / "base"
+    assert main(["--out", str(out), "--parts", "6", "--test-parts", "3", "--steps", "2",
+                 "--batch", "4"]) == 0
+    man = read_manifest(out)
+    assert man.data["source"].startswith("sam_engine.synthetic") and man.data["parts"] == 6
+    assert man.data["command"].endswith("--steps 2 --batch 4")
+    assert {"synthetic_test", "classic_synthetic_test"} <= man.metrics.keys()
+    assert not (out / "train.ckpt").exists()  # the resume file goes once the model is written
+    load_model(out)

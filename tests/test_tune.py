@@ -113,7 +113,14 @@ def _request(data_dir, base, **kw):
                        **kw)
 
 
-def test_a_better_model_is_promoted_and_recorded(tmp_path):
+def _no_rivals(monkeypatch):
+    import app.tuning.run as run_mod
+
+    monkeypatch.setattr(run_mod, "rivals", lambda *a, **k: {})
+
+
+def test_a_better_model_is_promoted_and_recorded(tmp_path, monkeypatch):
+    _no_rivals(monkeypatch)  # compared with the base alone here; rivals: the test below
     base = tmp_path / "base"
     save_tiny(base, name="base", version="1")
     data_dir = write_pairs(tmp_path / "site", blob_images(30, seed=5))
@@ -151,6 +158,27 @@ def test_the_gate_refuses_a_worse_model(tmp_path, monkeypatch):
     assert registry.promoted_for("partA").model_id == "site@1"  # unchanged
     assert registry.versions("site") == ["1", "2"]  # kept, not used
     assert read_manifest(out.folder).metrics["gate"]["promoted"] is False
+
+
+def test_the_tuned_model_must_also_beat_the_engines_auto_falls_back_to(tmp_path,
+                                                                      monkeypatch):
+    import app.tuning.run as run_mod
+    from sam_engine.learned.heldout import HeldOut
+
+    images = blob_images(12, seed=8)
+    measured = run_mod.rivals(images, set(), progress=False)
+    assert list(measured) == ["classic"]  # no SAM checkpoint here
+    assert measured["classic"].mean("box") > 0.5  # dark blobs: the classic engine does well
+    perfect = HeldOut(classes=["blob"], ious={"box": [1.0], "point": [1.0]}, box_fill=[0.5])
+    monkeypatch.setattr(run_mod, "rivals", lambda *a, **k: {"classic": perfect})
+    base = tmp_path / "base"
+    save_tiny(base, name="base", version="1")
+    data_dir = write_pairs(tmp_path / "site", blob_images(24, seed=6))
+    out = tune(_request(data_dir, base, steps=40), progress=False)
+    assert not out.promoted
+    assert "vs 1.000 for classic (best of " in out.reason and out.reason.endswith("0.000")
+    assert registry.promoted_for("partA") is None
+    assert read_manifest(out.folder).metrics["rivals"]["classic"]["all"]["box"] == 1.0
 
 
 def test_tune_command_on_a_folder(tmp_path, capsys):

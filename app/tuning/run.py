@@ -44,9 +44,6 @@ from sam_engine.learned.weights import (
 
 log = logging.getLogger(__name__)
 
-CURVE_POINTS = (10, 30, 100, 300, 1000)
-
-
 @dataclass(frozen=True)
 class TuneRequest:
     """What to tune: data, starting model, settings, gate and where the result goes."""
@@ -81,6 +78,7 @@ class TuneOutcome:
     curve: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    rivals: dict[str, HeldOut] = field(default_factory=dict)  # other engines auto could use
 
 
 def score(h: HeldOut) -> float:
@@ -166,13 +164,42 @@ def _data_record(req: TuneRequest, train_set: list[TrainImage],
     return data, sides
 
 
-def _gate(req: TuneRequest, before: HeldOut, after: HeldOut,
-          cur_name: str) -> tuple[bool, str, float]:
-    gain = score(after) - score(before)
+def rivals(held: list[TrainImage], skip: set[str], progress: bool,
+           include_sam: bool = True) -> dict[str, HeldOut]:
+    """The held-out figures of the engines `--engine auto` falls back to without a promoted
+    model: the classic engine always (it is cheap), SAM when a checkpoint is installed (unless
+    include_sam is False: a tuned SAM is already compared with its base). A promoted model
+    replaces them for its recipe, so it has to beat them too."""
+    from sam_engine.classic import ClassicEngine
+    from sam_engine.factory import load_engine
+
+    out = {"classic": evaluate(ClassicEngine(), held, progress=progress,
+                               desc="held-out classic")}
+    if not include_sam:
+        return out
+    try:
+        fallback = load_engine("auto")
+    except SamEngineError as exc:  # a damaged checkpoint: say so, gate on the rest
+        log.warning("the engine auto would use cannot be measured: %s", exc)
+        return out
+    if fallback.info.name == "sam" and fallback.info.model_id not in skip:
+        out[f"sam {fallback.info.model_id}"] = evaluate(
+            fallback, held, progress=progress, desc=f"held-out SAM {fallback.info.model_id}")
+    return out
+
+
+def _gate(req: TuneRequest, before: HeldOut, after: HeldOut, cur_name: str,
+          others: dict[str, HeldOut] | None = None) -> tuple[bool, str, float]:
+    """Promote when the tuned model beats the best of the current model and its rivals."""
+    field_ = {cur_name: before, **(others or {})}
+    best = max(field_, key=lambda k: score(field_[k]))
+    gain = score(after) - score(field_[best])
     promoted = gain > req.margin
-    reason = (f"held-out mean IoU (box + click) {score(after):.3f} vs {score(before):.3f} for "
-              f"{cur_name}: {'+' if gain >= 0 else ''}{gain:.3f}, "
-              f"{'above' if promoted else 'not above'} the margin {req.margin:.3f}")
+    also = f" (best of {', '.join(field_)})" if len(field_) > 1 else ""
+    reason = (f"held-out mean IoU (box + click) {score(after):.3f} vs "
+              f"{score(field_[best]):.3f} for {best}{also}: {'+' if gain >= 0 else ''}"
+              f"{gain:.3f}, {'above' if promoted else 'not above'} the margin "
+              f"{req.margin:.3f}")
     return promoted, reason, gain
 
 
@@ -192,6 +219,7 @@ def tune(req: TuneRequest, *, progress: bool = True,
             f"again on all the masks (--base {read_manifest(base_folder).base})")
     cur_engine, cur_name = current_engine(req.recipe, req.root, req.base)
     before = evaluate(cur_engine, held, progress=progress, desc=f"held-out {cur_name}")
+    others = rivals(held, {cur_name}, progress)
     model, base_manifest = load_model(base_folder)
 
     curve = []
@@ -225,9 +253,11 @@ def tune(req: TuneRequest, *, progress: bool = True,
     tuned = LearnedEngine(model, manifest)
     after = evaluate(tuned, held, progress=progress, desc=f"held-out {req.name}")
     curve.append({"masks": n_train, "box": after.mean("box"), "point": after.mean("point")})
-    promoted, reason, gain = _gate(req, before, after, cur_name)
+    promoted, reason, gain = _gate(req, before, after, cur_name, others)
     manifest.metrics = {"held_out": after.table(), "current": {"model": cur_name,
-                        "held_out": before.table()}, "gate": {"promoted": promoted,
+                        "held_out": before.table()},
+                        "rivals": {k: v.table() for k, v in others.items()},
+                        "gate": {"promoted": promoted,
                         "margin": req.margin, "gain": round(gain, 4), "reason": reason},
                         "curve": curve, "train_seconds": round(report.seconds, 1),
                         "steps": report.steps}
@@ -238,7 +268,7 @@ def tune(req: TuneRequest, *, progress: bool = True,
     if ck is not None:
         ck.unlink(missing_ok=True)
     return TuneOutcome(manifest, folder, before, after, cur_name, promoted, reason, curve,
-                       seconds, list(req.data.problems))
+                       seconds, list(req.data.problems), others)
 
 
 # ------------------------------------------------------------------ SAM checkpoints
@@ -373,7 +403,8 @@ def tune_sam(req: TuneRequest, *, progress: bool = True,
     seconds = time.perf_counter() - t0
     after = measure(f"held-out {req.name}")
     curve.append({"masks": n_train, "box": after.mean("box"), "point": after.mean("point")})
-    promoted, reason, gain = _gate(req, before, after, cur_name)
+    others = rivals(held, {cur_name, base_id}, progress, include_sam=False)
+    promoted, reason, gain = _gate(req, before, after, cur_name, others)
 
     version = registry.next_version(req.name, req.root)
     folder = registry.model_dir(req.name, version, req.root)
@@ -393,7 +424,9 @@ def tune_sam(req: TuneRequest, *, progress: bool = True,
         weights_sha256=delta["delta_sha256"], base=base_id, base_sha256=base_sha,
         data=data, split=sides, settings=s.to_dict(),
         metrics={"held_out": after.table(), "current": {"model": cur_name,
-                 "held_out": before.table()}, "gate": {"promoted": promoted,
+                 "held_out": before.table()},
+                 "rivals": {k: v.table() for k, v in others.items()},
+                 "gate": {"promoted": promoted,
                  "margin": req.margin, "gain": round(gain, 4), "reason": reason},
                  "curve": curve, "train_seconds": round(seconds, 1), "steps": result.steps,
                  "seconds_per_step": None if math.isnan(result.seconds_per_step)
@@ -407,4 +440,4 @@ def tune_sam(req: TuneRequest, *, progress: bool = True,
     if ck is not None:
         ck.unlink(missing_ok=True)
     return TuneOutcome(manifest, folder, before, after, cur_name, promoted, reason, curve,
-                       seconds, [*req.data.problems, *problems])
+                       seconds, [*req.data.problems, *problems], others)

@@ -158,6 +158,9 @@ def read_folder(folder: str | Path, *, dataset: str | None = None,
                 if img.suffix.lower() in IMAGE_SUFFIXES:
                     pairs.append((img, img_dir.parent / "masks" / f"{img.stem}.png", "defect",
                                   img_dir.parent.name))
+    if not pairs and manifest.is_file():
+        raise DataError(f"{manifest} has no rows" + (
+            f" of dataset or class {dataset!r}" if dataset is not None else ""))
     if not pairs:
         raise DataError(f"no image/mask pairs in {folder}: expected manifest.csv or "
                         "images/<name>.jpg with masks/<name>.png")

@@ -67,6 +67,7 @@ class TrainSettings:
     p_box_click: float = 0.15  # a box prompt also gets a positive click
     p_negative: float = 0.2  # a click prompt also gets a negative click
     p_refine: float = 0.25  # a corrective second round
+    iou_weight: float = 5.0  # weight of the IoU head's loss (chosen on the NEU site protocol)
     checkpoint_every: int = 50
     warmup: int = 20
 
@@ -246,7 +247,7 @@ def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = T
                                 device=device)
             logits, iou = model(x)
             seg, iou_loss = losses(logits, iou, t, area)
-            loss = seg + iou_loss
+            loss = seg + s.iou_weight * iou_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

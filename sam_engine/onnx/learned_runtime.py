@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from sam_engine.errors import CheckpointError
 from sam_engine.learned.crop_engine import CropEngine
-from sam_engine.learned.crops import IN_CHANNELS, CropGeometry
+from sam_engine.learned.crops import IN_CHANNELS, VERSION, CropGeometry
 from sam_engine.onnx.manifest import (
     LEARNED_KIND,
     REEXPORT_HINT,
@@ -75,6 +75,11 @@ class OnnxLearnedEngine(CropEngine):
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{self.folder / 'manifest.json'} has no usable crop "
                                   f"geometry ({exc}); {REEXPORT_HINT}") from None
+        made_for = self.manifest.net.get("preprocess", VERSION)
+        if made_for != VERSION:
+            raise CheckpointError(f"{self.folder / 'manifest.json'}: the model was trained with "
+                                  f"crop preprocessing {made_for!r}, this runtime makes "
+                                  f"{VERSION!r}; {REEXPORT_HINT} with a model of this version")
         self.providers = providers or choose_providers(prefer_tensorrt)
         self.session = open_session(self.folder, f, provider_config(self.providers, self.folder),
                                     threads, self.manifest, allow_unverified)

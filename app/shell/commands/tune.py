@@ -202,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"held-out mean IoU ({len(out.after.classes)} masks){'box':>6}{'click':>8}"
           f"{'box-fill':>10}")
     print(_row(f"current: {out.current}", out.before))
+    for rival, h in out.rivals.items():
+        print(_row(f"also: {rival}", h))
     print(_row(f"tuned: {out.manifest.model_id}", out.after))
     for cls in sorted(set(out.after.classes)):
         print(f"  {cls:<24}{out.after.mean('box', cls):>8.3f}{out.after.mean('point', cls):>8.3f}"
@@ -219,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         doc = {"model": out.manifest.model_id, "folder": str(out.folder),
                "promoted": out.promoted, "reason": out.reason, "current": out.current,
                "before": out.before.table(), "after": out.after.table(), "curve": out.curve,
+               "rivals": {k: v.table() for k, v in out.rivals.items()},
                "train_seconds": round(out.train_seconds, 1), "problems": out.problems}
         write_atomic(args.json, (json.dumps(doc, indent=2) + "\n").encode())
     return 0 if out.promoted else EXIT_NOT_PROMOTED
