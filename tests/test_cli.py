@@ -63,7 +63,7 @@ def test_segment_writes_mask_overlay_and_json(tmp_path, capsys):
     inter = ((mask > 0) & (img[..., 0] == 40)).sum()
     assert inter / max(((mask > 0) | (img[..., 0] == 40)).sum(), 1) > 0.8
     info = json.loads((tmp_path / "part_result.json").read_text())
-    assert info["engine"].startswith("learned") and len(info["areas_px"]) == 1
+    assert info["engine"].startswith("classic") and len(info["areas_px"]) == 1
 
 
 @pytest.mark.parametrize(
