@@ -41,6 +41,19 @@ def blob_images(n: int, seed: int = 0, size: int = 96) -> list[TrainImage]:
     return out
 
 
+def easy_image(seed: int, size: int = 128) -> TrainImage:
+    """A bright ellipse (class "blob") on a dark noisy background."""
+    rng = np.random.default_rng(seed)
+    grey = rng.normal(60, 8, (size, size))
+    mask = np.zeros((size, size), np.uint8)
+    cx, cy = (int(v) for v in rng.integers(35, size - 35, 2))
+    a, b = (int(v) for v in rng.integers(12, 30, 2))
+    cv2.ellipse(mask, (cx, cy), (a, b), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    grey[mask > 0] += 120
+    rgb = np.repeat(grey.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    return make_image(rgb, [Instance("blob", mask > 0)])
+
+
 def tiny_model(seed: int = 0, config: NetConfig = TINY) -> CropUNet:
     import torch
 

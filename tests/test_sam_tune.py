@@ -17,7 +17,6 @@ import os
 import signal
 from functools import partial
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -47,6 +46,7 @@ from sam_engine.learned.sam_tune import (
     tune_sam_decoder,
 )
 from sam_engine.synthetic.generator import make_part
+from tests.learned_support import easy_image
 from tests.sam_factory import tiny_sam
 
 BASE = "ab" * 32
@@ -73,19 +73,6 @@ def micro_sam(seed: int = 0, dim: int = 32) -> Sam:
                 transformer_dim=dim, iou_head_depth=3, iou_head_hidden_dim=dim),
             pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD))
     return sam.eval()
-
-
-def easy_image(seed: int, size: int = 128) -> TrainImage:
-    """A bright ellipse (class "blob") on a dark noisy background."""
-    rng = np.random.default_rng(seed)
-    grey = rng.normal(60, 8, (size, size))
-    mask = np.zeros((size, size), np.uint8)
-    cx, cy = (int(v) for v in rng.integers(35, size - 35, 2))
-    a, b = (int(v) for v in rng.integers(12, 30, 2))
-    cv2.ellipse(mask, (cx, cy), (a, b), float(rng.uniform(0, 180)), 0, 360, 1, -1)
-    grey[mask > 0] += 120
-    rgb = np.repeat(grey.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    return make_image(rgb, [Instance("blob", mask > 0)])
 
 
 def part_images(seeds, size=(128, 128)) -> list[TrainImage]:

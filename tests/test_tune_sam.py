@@ -16,7 +16,6 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -27,30 +26,18 @@ from app.tuning.run import TuneRequest, tune
 from sam_engine.errors import SamEngineError
 from sam_engine.factory import load_engine, load_sam_delta
 from sam_engine.learned import registry
-from sam_engine.learned.data import Dataset, Instance, make_image
+from sam_engine.learned.data import Dataset
 from sam_engine.learned.sam_tune import DeltaBaseMismatchError, SamTuneSettings
 from sam_engine.learned.weights import read_manifest
 from sam_engine.prompts import Prompts
 from sam_engine.weights import checkpoint
 from sam_engine.weights import registry as weights_registry
+from tests.learned_support import easy_image
 from tests.sam_factory import save_state_dict, tiny_sam
 
 QUICK = SamTuneSettings(steps=6, lr=1e-3, images_per_step=1, instances_per_image=1,
                         warmup_steps=1, p_corrective=0.0, checkpoint_every=2, device="cpu")
 OFFICIAL_VIT_B = "sam_vit_b_01ec64.pth"
-
-
-def easy_image(seed: int, size: int = 128):
-    """A bright ellipse (class "blob") on a dark noisy background."""
-    rng = np.random.default_rng(seed)
-    grey = rng.normal(60, 8, (size, size))
-    mask = np.zeros((size, size), np.uint8)
-    cx, cy = (int(v) for v in rng.integers(35, size - 35, 2))
-    a, b = (int(v) for v in rng.integers(12, 30, 2))
-    cv2.ellipse(mask, (cx, cy), (a, b), float(rng.uniform(0, 180)), 0, 360, 1, -1)
-    grey[mask > 0] += 120
-    rgb = np.repeat(grey.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    return make_image(rgb, [Instance("blob", mask > 0)])
 
 
 DATA = Dataset([easy_image(i) for i in range(10)], source="easy ellipses")
