@@ -140,6 +140,7 @@ def test_the_gate_refuses_a_worse_model(tmp_path, monkeypatch):
     import app.tuning.run as run_mod
     from sam_engine.learned.train import TrainReport
 
+    _no_rivals(monkeypatch)
     base = tmp_path / "base"
     save_tiny(base, name="base", version="1")
     data_dir = write_pairs(tmp_path / "site", blob_images(24, seed=6))

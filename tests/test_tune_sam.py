@@ -61,6 +61,19 @@ def _isolate(mp: pytest.MonkeyPatch, models: Path, cache: Path) -> None:
     mp.setenv("SAM_INSPECT_CACHE", str(cache))  # sha256 records and embeddings
 
 
+def _no_rivals(mp) -> None:
+    """Gate against the current model only: on these easy ellipses the classic engine (a rival
+    the real gate also weighs, tested in test_tune.py) would outscore a few steps of tuning."""
+    import app.tuning.run as run_mod
+
+    mp.setattr(run_mod, "rivals", lambda *a, **k: {})
+
+
+@pytest.fixture(autouse=True)
+def no_rivals(monkeypatch):
+    _no_rivals(monkeypatch)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     n = torch.get_num_threads()
@@ -78,6 +91,7 @@ def tuned(tmp_path_factory):
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         _isolate(mp, tmp / "models", tmp / "cache")
+        _no_rivals(mp)
         out = tune(request(base, tmp / "tuned"), progress=False)
     torch.set_num_threads(n)
     return out, tmp / "tuned", base
