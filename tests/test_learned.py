@@ -168,3 +168,19 @@ def test_the_base_is_made_by_one_command_from_synthetic_parts(tmp_path):
     assert {"synthetic_test", "classic_synthetic_test"} <= man.metrics.keys()
     assert not (out / "train.ckpt").exists()  # the resume file goes once the model is written
     load_model(out)
+
+
+def test_the_shipped_base_beats_box_fill_on_real_steel_defects():
+    """The base never saw a real image; on NEU-Seg's boxes it must still do better than the
+    box itself (research-only data, read in place; skipped when absent)."""
+    from pathlib import Path
+
+    from sam_engine.learned.data import read_folder
+
+    data_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "defects"
+    if not (data_dir / "manifest.csv").is_file():
+        pytest.skip(f"real-defect folder not found at {data_dir}")
+    images = read_folder(data_dir, dataset="neu_seg").images[::9]  # every class, ~100 images
+    h = evaluate(load_learned(device="cpu"), images, kinds=("box",))
+    assert len(h.classes) > 150
+    assert h.mean("box") > h.box_fill_mean() + 0.03

@@ -593,7 +593,11 @@ class _Tuner:
                                      weight_decay=s.weight_decay)
 
     def _add_lora(self) -> None:
-        from peft import LoraConfig, get_peft_model
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise SamTuneError("LoRA needs PEFT: pip install 'sam-inspect[report]' (or peft), "
+                               "or tune the decoder alone (without --lora)") from None
 
         s = self.s
         config = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
