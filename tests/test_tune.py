@@ -211,3 +211,34 @@ def test_empty_store_says_there_is_nothing_to_learn_from(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no accepted defect to learn from among 0 inspections" in err
     assert "recipe partA" in err
+
+
+def test_the_store_gives_accepted_defects_of_unchanged_images(tmp_path):
+    from datetime import datetime, timedelta
+
+    from app.inspection.findings import Finding, Inspection
+    from app.store.store import InspectionStore
+    from app.tuning.sources import StoreFilter, read_store
+    from sam_engine.image_io import image_digest
+
+    images = synthetic_images(3, seed=9)
+    db = tmp_path / "inspections.db"
+    store = InspectionStore(db)
+    for k, im in enumerate(images):
+        path = tmp_path / f"part{k}.png"
+        cv2.imwrite(str(path), im.rgb[:, :, ::-1])
+        findings = [Finding(inst.cls, inst.mask, accepted_by="ann" if k != 1 else None)
+                    for inst in im.instances]
+        store.add_inspection(Inspection(str(path), image_digest(im.rgb), recipe_name="partA",
+                                        findings=findings))
+    store.close()
+    changed = tmp_path / "part2.png"
+    cv2.imwrite(str(changed), 255 - images[2].rgb[:, :, ::-1])
+    data = read_store(db, StoreFilter(recipe="partA",
+                                      since=datetime.now() - timedelta(hours=1)))
+    assert [im.source for im in data.images] == [str(tmp_path / "part0.png")]  # 1: unaccepted
+    assert data.n_instances == len(images[0].instances)
+    assert any("part2.png: the image changed since it was inspected" in p
+               for p in data.problems)
+    with pytest.raises(DataError, match="no accepted defect to learn from among 3 inspections"):
+        read_store(db, StoreFilter(since=datetime.now() + timedelta(hours=1)))

@@ -30,7 +30,13 @@ class StoreFilter:
     until: datetime | None = None
 
 
+def _aware(t: datetime | None) -> datetime | None:
+    """A date as given on the command line: without a zone it is this machine's local time."""
+    return None if t is None or t.tzinfo is not None else t.astimezone()
+
+
 def read_store(db: str | Path, flt: StoreFilter = StoreFilter()) -> Dataset:
+    since, until = _aware(flt.since) or flt.since, _aware(flt.until) or flt.until
     store = InspectionStore(db, readonly=True)
     data = Dataset([], source=f"store {db}")
     newest: dict[str, object] = {}
@@ -40,9 +46,9 @@ def read_store(db: str | Path, flt: StoreFilter = StoreFilter()) -> Dataset:
             n_inspections += 1
             if flt.recipe is not None and insp.recipe_name != flt.recipe:
                 continue
-            if flt.since is not None and insp.time < flt.since:
+            if since is not None and insp.time < since:
                 continue
-            if flt.until is not None and insp.time > flt.until:
+            if until is not None and insp.time > until:
                 continue
             newest[insp.image_path] = insp  # ids ascend: the last one is the newest
     finally:
