@@ -20,6 +20,7 @@ import numpy as np
 
 from sam_engine.engine import Engine
 from sam_engine.errors import ImageError, SamEngineError
+from sam_engine.learned.heldout import interior_point, iou
 from sam_engine.prompts import Prompts
 
 MANIFEST_NAME = "manifest_components.csv"
@@ -95,13 +96,6 @@ class EvalResult:
 
 
 # ---------------------------------------------------------------- geometry helpers
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two bool masks; 1.0 when both are empty."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
-
-
 def box_fill_mask(shape: tuple[int, int], box_xyxy: Iterable[int]) -> np.ndarray:
     """The whole (exclusive xyxy) box as a mask."""
     x0, y0, x1, y1 = (int(v) for v in box_xyxy)
@@ -128,14 +122,6 @@ def instance_mask(mask: np.ndarray, bbox_inclusive: tuple[int, int, int, int]) -
     if len(xs) and (xs.min(), ys.min(), xs.max(), ys.max()) == tuple(bbox_inclusive):
         return np.asarray(mask, bool)
     raise ValueError(f"no 8-connected mask component has bbox {bbox_inclusive}")
-
-
-def interior_point(mask: np.ndarray) -> tuple[float, float]:
-    """(x, y) of the mask's most interior pixel (argmax of the distance transform), its centre."""
-    padded = np.pad(np.asarray(mask, bool), 1).astype(np.uint8)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return float(x) + 0.5, float(y) + 0.5
 
 
 def prompt_for(row: InstanceRow, inst: np.ndarray, kind: str) -> Prompts:

@@ -104,16 +104,13 @@ def _subset(images: list[TrainImage], n_masks: int) -> list[TrainImage]:
 
 
 def load_registered(folder: Path, device: str | None = None) -> Engine:
-    """The engine of a registry folder: LearnedEngine, or SamEngine for a tuned SAM checkpoint
-    (its base checkpoint loaded and checked, factory.sam_delta_engine; memory cache only)."""
-    if registry.is_sam_delta(folder):
-        from sam_engine.embedding_cache import EmbeddingCache
-        from sam_engine.factory import sam_delta_engine
+    """The engine of a registry folder, as `--engine learned --model FOLDER` loads it:
+    LearnedEngine, or SamEngine for a tuned SAM checkpoint (memory cache only)."""
+    from sam_engine.embedding_cache import EmbeddingCache
+    from sam_engine.factory import load_engine
 
-        return sam_delta_engine(folder, device, cache=EmbeddingCache(), disk_cache=False)
-    from sam_engine.learned.engine import load_learned
-
-    return load_learned(folder)
+    return load_engine("learned", model=str(folder), device=device, cache=EmbeddingCache(),
+                       disk_cache=False)
 
 
 def current_engine(recipe: str, root: Path | None,
@@ -152,10 +149,10 @@ def _split(req: TuneRequest) -> tuple[list[TrainImage], list[TrainImage], int]:
     return train_set, held, n_train
 
 
-def _data_record(req: TuneRequest, train_set: list[TrainImage],
-                 held: list[TrainImage]) -> tuple[dict, dict]:
-    """The manifest's data and split fields."""
-    data = {"source": req.data.source, "digest": req.data.digest(),
+def _data_record(req: TuneRequest, train_set: list[TrainImage], held: list[TrainImage],
+                 digest: str) -> tuple[dict, dict]:
+    """The manifest's data and split fields (digest: req.data.digest(), computed once)."""
+    data = {"source": req.data.source, "digest": digest,
             "images": len(req.data.images), "instances": req.data.n_instances,
             "classes": req.data.classes()}
     sides = {"held_out": req.held_out, "salt": req.salt,
@@ -234,17 +231,18 @@ def tune(req: TuneRequest, *, progress: bool = True,
         curve.append({"masks": sum(len(i.instances) for i in sub), "box": h.mean("box"),
                       "point": h.mean("point")})
 
+    digest = req.data.digest()  # every mask's bytes: once per run
     ck = None
     if req.checkpoint_dir is not None:
-        ck = Path(req.checkpoint_dir) / f"{req.name}.{req.data.digest()[:12]}.ckpt"
+        ck = Path(req.checkpoint_dir) / f"{req.name}.{digest[:12]}.ckpt"
     t0 = time.perf_counter()
     step_cb = None if on_step is None else (lambda step, _loss: on_step(step, req.settings.steps))
     report = train(model, train_set, req.settings, checkpoint=ck,
-                   data_digest=req.data.digest(), progress=progress, on_step=step_cb,
+                   data_digest=digest, progress=progress, on_step=step_cb,
                    desc=f"tune {req.name}")
     seconds = time.perf_counter() - t0
     version = registry.next_version(req.name, req.root)
-    data, sides = _data_record(req, train_set, held)
+    data, sides = _data_record(req, train_set, held, digest)
     manifest = ModelManifest(
         name=req.name, version=version, net=model.config.to_dict(),
         base=base_manifest.model_id, base_sha256=base_manifest.weights_sha256,
@@ -393,9 +391,10 @@ def tune_sam(req: TuneRequest, *, progress: bool = True,
         curve.append({"masks": sum(len(i.instances) for i in sub), "box": h.mean("box"),
                       "point": h.mean("point")})
 
+    digest = req.data.digest()
     ck = None
     if req.checkpoint_dir is not None:
-        ck = Path(req.checkpoint_dir) / f"{req.name}.{req.data.digest()[:12]}.sam.ckpt"
+        ck = Path(req.checkpoint_dir) / f"{req.name}.{digest[:12]}.sam.ckpt"
     step_cb = None if on_step is None else (lambda step, _loss: on_step(step, s.steps))
     t0 = time.perf_counter()
     result = tune_sam_decoder(sam, train_set, [], s, checkpoint_path=ck, progress=progress,
@@ -414,7 +413,7 @@ def tune_sam(req: TuneRequest, *, progress: bool = True,
                        "held_out": before.table()}, "after": after.table()}
     delta = save_sam_delta(folder / registry.DELTA_NAME, sam, base_sha, doc,
                            names=result.delta_names)
-    data, sides = _data_record(req, train_set, held)
+    data, sides = _data_record(req, train_set, held, digest)
     manifest = ModelManifest(
         name=req.name, version=version,
         net={"kind": registry.SAM_DELTA_KIND, "delta": doc["kind"], "base_model_id": base_id,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from sam_engine.constants import LOW_RES_SIZE
+from sam_engine.errors import PromptError
 from sam_engine.image_io import image_digest, to_rgb8
 from sam_engine.learned.crops import (
     CropGeometry,
@@ -74,12 +75,14 @@ class CropEngine:
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         prev_low = None if prompts.mask_input is None else np.asarray(
             prompts.mask_input, np.float32).reshape(LOW_RES_SIZE, LOW_RES_SIZE)
-        prev_mask = None if prev_low is None else low_res_to_mask(prev_low, size)
+        # the previous mask sets the window only without a box: only then is it upsampled
+        prev_mask = None if prev_low is None or prompts.boxes is not None \
+            else low_res_to_mask(prev_low, size)
         boxes = [None] if prompts.boxes is None else list(prompts.boxes)
         wins, inputs = [], []
         for box in boxes:
-            ws = prompt_windows(size, box, prompts.points, prompts.labels,
-                                None if box is not None else prev_mask, n_candidates, g)
+            ws = prompt_windows(size, box, prompts.points, prompts.labels, prev_mask,
+                                n_candidates, g)
             wins.append(ws)
             for w in ws:
                 prev = None if prev_low is None else sigmoid(
@@ -92,8 +95,6 @@ class CropEngine:
                 multimask_output: bool = True) -> Masks:
         p = validate_prompts(prompts, handle.original_size)
         if p.points is None and p.boxes is None:
-            from sam_engine.errors import PromptError
-
             raise PromptError("give at least one point or box")
         rgb = handle.features
         n = len(self.geometry.box_margins if p.boxes is not None else self.geometry.click_sides)

@@ -21,6 +21,8 @@ PROMPTS = ("box", "point")
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks; 1.0 when both are empty."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
     union = np.count_nonzero(a | b)
     return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from sam_engine.errors import SamEngineError
 from sam_engine.learned.crops import IN_CHANNELS
 from sam_engine.learned.engine import LearnedEngine, load_model
 from sam_engine.learned.model import CropUNet
-from sam_engine.learned.weights import ModelManifest
+from sam_engine.learned.weights import ModelManifest, write_atomic
 from sam_engine.onnx.learned_runtime import (
     GRAPH_NAME,
     INPUT_NAME,
@@ -89,18 +87,7 @@ def _write_graph(model: CropUNet, path: Path, opset: int) -> None:
     dummy = torch.randn(2, IN_CHANNELS, s, s, generator=torch.Generator().manual_seed(0))
     dynamic = {INPUT_NAME: {0: "n"}, **{o: {0: "n"} for o in OUTPUT_NAMES}}
     graph = trace(net, (dummy,), (INPUT_NAME,), OUTPUT_NAMES, dynamic, opset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        onnx.save_model(graph, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, graph.SerializeToString())  # a few MB: no external data
 
 
 def _describe(path: Path) -> OnnxFile:

@@ -45,14 +45,13 @@ def fractal(rng: Rng, shape: tuple[int, int], scale: float, octaves: int = 3) ->
     return standardise(out)
 
 
-def streaks(rng: Rng, shape: tuple[int, int], angle_deg: float, length: int,
-            width: float) -> np.ndarray:
-    """Unit-std noise smeared along angle_deg: rolling/brushing marks."""
+def _smear(noise: np.ndarray, k: int, width: float, angle_deg: float,
+           shape: tuple[int, int]) -> np.ndarray:
+    """Noise drawn on a d x d canvas (d: the image diagonal + 4) smeared k px along x (two box
+    blurs approximate a long Gaussian at a cost independent of its length), widened across by
+    `width`, rotated by angle_deg about the canvas centre and cut to `shape`, unit std."""
     h, w = shape
-    d = int(math.hypot(h, w)) + 4
-    noise = rng.standard_normal((d, d)).astype(np.float32)
-    # Two box blurs approximate a long Gaussian at a cost independent of its length.
-    k = max(3, int(length))
+    d = noise.shape[0]
     noise = cv2.blur(cv2.blur(noise, (k, 1)), (k, 1))
     if width > 0.3:
         noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=0.5, sigmaY=width)
@@ -60,6 +59,15 @@ def streaks(rng: Rng, shape: tuple[int, int], angle_deg: float, length: int,
     m[:, 2] += (w / 2 - d / 2, h / 2 - d / 2)
     out = cv2.warpAffine(noise, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return standardise(out)
+
+
+def streaks(rng: Rng, shape: tuple[int, int], angle_deg: float, length: int,
+            width: float) -> np.ndarray:
+    """Unit-std noise smeared along angle_deg: rolling/brushing marks."""
+    h, w = shape
+    d = int(math.hypot(h, w)) + 4
+    noise = rng.standard_normal((d, d)).astype(np.float32)
+    return _smear(noise, max(3, int(length)), width, angle_deg, shape)
 
 
 def grain(rng: Rng, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -155,10 +163,4 @@ def streak_field(rng: Rng, shape: tuple[int, int], angle_deg: float, length: int
     noise = normal(rng, (d, d // step + 2))
     if step > 1:
         noise = cv2.resize(noise, (noise.shape[1] * step, d), interpolation=cv2.INTER_LINEAR)
-    noise = cv2.blur(cv2.blur(noise, (k, 1)), (k, 1))
-    if width > 0.3:
-        noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=0.5, sigmaY=width)
-    m = cv2.getRotationMatrix2D((d / 2, d / 2), angle_deg, 1.0)
-    m[:, 2] += (w / 2 - d / 2, h / 2 - d / 2)
-    out = cv2.warpAffine(noise, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return standardise(out)
+    return _smear(noise, k, width, angle_deg, shape)
