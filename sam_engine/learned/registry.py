@@ -5,7 +5,9 @@ Layout under the root ($SAM_INSPECT_TUNED, else the per-user models folder's `tu
 + manifest.json) or a tuned SAM checkpoint (delta.safetensors + delta.json, sam_tune's delta to
 a base checkpoint, + manifest.json with net.kind "sam-delta", see is_sam_delta);
 `promoted.json` maps a recipe's part name to the promoted model (name@version and its weights'
-sha256), keeping every earlier promotion so `demote` goes back one step. Nothing is deleted:
+sha256), keeping every earlier promotion so `demote` goes back one step. It has one section per
+kind of model a recipe uses: "recipes" (the prompt model), "finders" (zero-click finder),
+"examples" (taught by example) and "golden" (golden-sample anomaly model). Nothing is deleted:
 a tuned model that failed the gate stays in the registry, unused.
 """
 
@@ -31,6 +33,7 @@ PROMOTED = "promoted.json"
 BASE_NAME = "learned-base"
 SAM_DELTA_KIND = "sam-delta"  # manifest "kind" and net["kind"] of a tuned SAM checkpoint
 DELTA_NAME = "delta.safetensors"  # its tensors in the model folder (delta.json beside them)
+SECTIONS = ("recipes", "finders", "examples", "golden")  # promoted.json: one per kind of model
 
 
 def registry_root() -> Path:
@@ -119,7 +122,7 @@ def resolve(spec: str, root: Path | None = None) -> Path:
 def _read_promoted(root: Path) -> dict:
     path = root / PROMOTED
     if not path.is_file():
-        return {"recipes": {}}
+        return {section: {} for section in SECTIONS}
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -127,31 +130,42 @@ def _read_promoted(root: Path) -> dict:
                               "also recorded in each model's manifest)") from None
     if not isinstance(data, dict) or not isinstance(data.get("recipes"), dict):
         raise CheckpointError(f"{path} is not a promotions file")
+    for section in SECTIONS:
+        if not isinstance(data.setdefault(section, {}), dict):
+            raise CheckpointError(f"{path}: section {section!r} is not an object")
     return data
 
 
-def promoted_for(recipe: str, root: Path | None = None) -> Promotion | None:
-    """The model promoted for a recipe's part name, or None."""
-    hist = _read_promoted(root or registry_root())["recipes"].get(recipe) or []
+def _section(section: str) -> str:
+    if section not in SECTIONS:
+        raise ValueError(f"unknown promotion section {section!r}; one of {SECTIONS}")
+    return section
+
+
+def promoted_for(recipe: str, root: Path | None = None,
+                 section: str = "recipes") -> Promotion | None:
+    """The model promoted for a recipe's part name (in one section), or None."""
+    hist = _read_promoted(root or registry_root())[_section(section)].get(recipe) or []
     return Promotion(**hist[-1]) if hist else None
 
 
 def promote(recipe: str, manifest: ModelManifest, reason: str = "",
-            root: Path | None = None) -> Promotion:
+            root: Path | None = None, section: str = "recipes") -> Promotion:
     root = root or registry_root()
     data = _read_promoted(root)
     p = Promotion(recipe, manifest.model_id, manifest.weights_sha256,
                   time.strftime("%Y-%m-%dT%H:%M:%S%z"), reason)
-    data["recipes"].setdefault(recipe, []).append(p.__dict__)
+    data[_section(section)].setdefault(recipe, []).append(p.__dict__)
     write_atomic(root / PROMOTED, (json.dumps(data, indent=2) + "\n").encode())
     return p
 
 
-def demote(recipe: str, root: Path | None = None) -> Promotion | None:
+def demote(recipe: str, root: Path | None = None,
+           section: str = "recipes") -> Promotion | None:
     """Go back to the recipe's previous model; returns the one now in use (None: defaults)."""
     root = root or registry_root()
     data = _read_promoted(root)
-    hist = data["recipes"].get(recipe) or []
+    hist = data[_section(section)].get(recipe) or []
     if not hist:
         raise CheckpointError(f"no tuned model is promoted for recipe {recipe!r}")
     hist.pop()
