@@ -6,7 +6,10 @@
 It opens samples/ with the demo recipe (classic engine: no model needed), marks the defects of
 part_02_ceramic.png from its ground truth boxes with real mouse drags, accepts each, finishes the
 image (FAIL: any crack fails the part), selects crack #1 and saves docs/images/gui_fail_part.png;
-then opens Help > Keyboard shortcuts (F1) and saves docs/images/gui_shortcuts.png.
+then opens Help > Keyboard shortcuts (F1) and saves docs/images/gui_shortcuts.png. Last, on
+part_01_metal.png it accepts one scratch, runs Inspect > Find similar in folder (taught by that
+one example), decides the first three proposals as the ground truth says (accept a proposal
+touching a true scratch, reject the others) and saves docs/images/find_queue.png.
 """
 
 from __future__ import annotations
@@ -97,9 +100,38 @@ def main(out_dir: Path) -> None:
     sheet.resize(640, 860)
     settle()
     save_small(sheet.grab().toImage(), out_dir / "gui_shortcuts.png")
-    print(json.dumps({"platform": app.platformName(), "findings": len(w.annotator.findings),
-                      "verdict": w.annotator.inspection.verdict.status}))
+    verdict = w.annotator.inspection.verdict.status
     sheet.close()
+
+    part = samples / "part_01_metal.png"
+    w.go_to(part)
+    wait(lambda: w.annotator.prepared is not None
+         and w.annotator.prepared.image.path == part)
+    truth = [d["box"] for d in json.loads(part.with_suffix(".json").read_text())["defects"]]
+    w.panel.choose_class(names.index("scratch"))
+    x0, y0, x1, y1 = truth[0]
+    drag(max(x0 - 4, 0), max(y0 - 4, 0), min(x1 + 4, 639), min(y1 + 4, 479))
+    w.accept_masks()
+    review = w.finding.review
+    w.finding.find_similar()  # Ctrl+Shift+F's action
+    wait(lambda: not w.finding.runner.running, 300)
+
+    def touches_truth(p) -> bool:
+        return any(p.box[0] < b[2] and b[0] < p.box[2] and p.box[1] < b[3] and b[1] < p.box[3]
+                   for b in truth)
+
+    for _ in range(3):  # A or R, as an inspector who knows the ground truth would press
+        p = review.current
+        if p is None:
+            break
+        wait(lambda p=p: w.annotator.path == p.path and w.annotator.image is not None)
+        review.accept() if touches_truth(p) else review.reject()
+    if review.current is not None:
+        wait(lambda: w.annotator.image is not None and w.annotator.path == review.current.path)
+    settle()
+    save_small(w.grab().toImage(), out_dir / "find_queue.png")
+    print(json.dumps({"platform": app.platformName(), "verdict": verdict,
+                      "proposals": len(review.queue.items)}))
     w.close()
 
 

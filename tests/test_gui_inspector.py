@@ -350,7 +350,7 @@ def test_menus_quit_and_the_shortcut_sheet(qtbot, make_window, tmp_path):
     w = make_window(tmp_path / "parts", settings=Settings.at(ini))
     wait_ready(qtbot, w)
     menus = [a.text().replace("&", "") for a in w.menuBar().actions()]
-    assert menus == ["File", "Edit", "View", "Tools", "Help"]
+    assert menus == ["File", "Edit", "View", "Inspect", "Tools", "Help"]
     file_menu = w.menuBar().actions()[0].menu()
     assert "Export…" in [a.text().replace("&", "") for a in file_menu.actions()]
     # shortcuts from the settings file

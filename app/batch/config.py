@@ -25,6 +25,10 @@ class BatchConfig:
     auto: bool = False
     auto_settings: AutoMaskSettings = field(default_factory=AutoMaskSettings)
     auto_class: str = "defect"  # class name of automatic masks
+    find: tuple[str, ...] | None = None  # zero-click: these classes (() = the recipe's)
+    finder: str | None = None  # the models --find uses (None: the recipe's promoted ones)
+    examples: str | None = None
+    golden: str | None = None
     engine: str = "auto"  # "auto" prefers the model promoted for the recipe's part name
     model: str | None = None  # SAM id, or learned-base / NAME[@VERSION] / folder (learned)
     checkpoint: str | None = None

@@ -45,6 +45,7 @@ class Job:
     mm_per_px: float | None = None
     auto: AutoMaskSettings | None = None
     auto_class: str = "defect"
+    find: Any = None  # app.finding.FindSpec: find defects without prompts
     lot: str = ""
     station: str = ""
     operator: str = "batch"
@@ -77,6 +78,7 @@ class Segment:
     mask: Any = field(repr=False)
     score: float
     prompts: dict | None
+    source: str | None = None  # what made it, when not the engine ("finder", "examples", ...)
 
     def materialise(self) -> np.ndarray:
         if callable(self.mask):
@@ -192,9 +194,10 @@ def image_prompts(spec: PromptSpec, index: int, size: tuple[int, int],
 
 
 def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
-            generator: AutoMaskGenerator | None = None) -> Segmented:
-    """Masks for the image's prompts (box-only prompts decoded as one batch) and, with auto
-    settings, the automatic masks. Empty masks are dropped."""
+            generator: AutoMaskGenerator | None = None, plan=None) -> Segmented:
+    """Masks for the image's prompts (box-only prompts decoded as one batch), with auto
+    settings the automatic masks, and with a find plan (app.finding) the defects it finds.
+    Empty masks are dropped."""
     t0 = time.perf_counter()
     size = handle.original_size
     recipe = job.recipe
@@ -232,6 +235,13 @@ def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
         for m in generator.generate(handle):
             segments.append(Segment(job.auto_class, m.mask, m.score,
                                     {"points": [list(m.point)], "labels": [1], "boxes": None}))
+    if plan is not None:
+        from app.finding import find_defects
+
+        result = find_defects(plan, loaded.rgb)
+        for f in result.found:
+            segments.append(Segment(f.cls, f.mask, float(f.score),
+                                    {"found_by": result.model_id, "box": list(f.box)}, f.source))
     loaded.seconds["segment"] = time.perf_counter() - t0
     return Segmented(loaded, segments, fid_mask)
 
@@ -248,7 +258,7 @@ def finish(seg: Segmented, job: Job, info: EngineInfo) -> ImageRecord:
     _check_calibration(cal, loaded.rgb, loaded.task, job)  # the fiducial's scale, too
     datum = job.recipe.datum if job.recipe is not None else None
     findings = [Finding(s.defect_class, s.mask, measure(s.mask, cal, datum=datum), s.score,
-                        s.prompts, source=info.name) for s in kept]
+                        s.prompts, source=s.source or info.name) for s in kept]
     recipe = job.recipe
     image = loaded.task.image
     inspection = Inspection(
@@ -263,11 +273,11 @@ def finish(seg: Segmented, job: Job, info: EngineInfo) -> ImageRecord:
                        loaded.prompt_file, dict(loaded.seconds))
 
 
-def inspect(engine, task: Task, job: Job, generator: AutoMaskGenerator | None = None
-            ) -> ImageRecord:
+def inspect(engine, task: Task, job: Job, generator: AutoMaskGenerator | None = None,
+            plan=None) -> ImageRecord:
     """All steps in sequence (the Ray workers' path; the local backend pipelines them)."""
     loaded = load(task, job, getattr(engine, "prepare", None))
     t0 = time.perf_counter()
     handle = encode(engine, loaded)
     loaded.seconds["encode"] = time.perf_counter() - t0
-    return finish(segment(engine, handle, loaded, job, generator), job, engine.info)
+    return finish(segment(engine, handle, loaded, job, generator, plan), job, engine.info)

@@ -61,6 +61,7 @@ def run_local(engine, tasks: Iterable[Task], job: Job, on_record: OnRecord,
     prepare = getattr(engine, "prepare", None)
     set_images = getattr(engine, "set_images", None) if batch_size > 1 else None
     generator = AutoMaskGenerator(engine, job.auto) if job.auto is not None else None
+    plan = job.find.plan(job.recipe) if job.find is not None else None
     sync = _sync_fn(engine)
     done_q: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
 
@@ -141,7 +142,8 @@ def run_local(engine, tasks: Iterable[Task], job: Job, on_record: OnRecord,
                     continue
                 faults.reach("after_encode")
                 try:
-                    done_q.put(("segmented", task, segment(engine, handle, loaded, job, generator)))
+                    done_q.put(("segmented", task, segment(engine, handle, loaded, job, generator,
+                                                                   plan)))
                 except Exception as exc:
                     done_q.put(("failed", task, exc))
     finally:

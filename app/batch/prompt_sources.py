@@ -76,6 +76,25 @@ class AutoPrompts:
 
 
 @dataclass(frozen=True)
+class FindPrompts:
+    """No prompts: the pipeline finds the defects (app.finding) instead. models: the ids of the
+    models the plan resolved, so a newly promoted finder redoes the images."""
+
+    wanted: tuple[str, ...] = ()
+    models: str = ""
+    kind: str = "find"
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "wanted": list(self.wanted), "models": self.models}
+
+    def locate(self, image: ImageFile) -> PromptRef:
+        return PromptRef(None, "")
+
+    def load(self, image: ImageFile) -> list[PromptSpec]:
+        return []
+
+
+@dataclass(frozen=True)
 class FilePrompts:
     """Per-image prompt files under `folder` (module doc of prompt_files for the formats).
 
@@ -162,4 +181,4 @@ class FilePrompts:
         return read_json_prompts(p)
 
 
-PromptSource = RecipePrompts | FilePrompts | AutoPrompts
+PromptSource = RecipePrompts | FilePrompts | AutoPrompts | FindPrompts

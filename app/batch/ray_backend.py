@@ -37,6 +37,7 @@ class _InspectActor:
         self.engine = engine_factory()
         self.job = job
         self.generator = AutoMaskGenerator(self.engine, job.auto) if job.auto else None
+        self.plan = job.find.plan(job.recipe) if job.find is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out: dict[str, list] = {"index": [], "record": [], "error": []}
@@ -45,7 +46,7 @@ class _InspectActor:
             task = Task(ImageFile(Path(str(path)), str(rel), str(stem)), str(key))
             out["index"].append(int(i))
             try:
-                rec = inspect(self.engine, task, self.job, self.generator)
+                rec = inspect(self.engine, task, self.job, self.generator, self.plan)
                 out["record"].append(json.dumps(rec.to_dict()))
                 out["error"].append("")
             except Exception as exc:  # reported to the driver, which logs and skips the image

@@ -36,7 +36,13 @@ from app.batch.ledger import LEDGER_NAME, Ledger
 from app.batch.local_backend import PipelineStats, run_local
 from app.batch.out_folder import OutputFolderError, OutputLock, remove_stale_temporaries
 from app.batch.outputs import read_record, write_image_outputs, write_reports
-from app.batch.prompt_sources import AutoPrompts, FilePrompts, PromptSource, RecipePrompts
+from app.batch.prompt_sources import (
+    AutoPrompts,
+    FilePrompts,
+    FindPrompts,
+    PromptSource,
+    RecipePrompts,
+)
 from app.batch.summary import RunCounts, build_summary, format_table
 from app.inspection.recipe import Recipe, check_pinned, engine_for_recipe, load_recipe
 from app.outputs import atomic_write
@@ -62,10 +68,15 @@ class BatchResult:
 
 
 def _source(config: BatchConfig, recipe: Recipe | None) -> PromptSource:
-    modes = [m for m, on in (("--prompts", config.prompts is not None), ("--auto", config.auto))
-             if on]
+    modes = [m for m, on in (("--prompts", config.prompts is not None), ("--auto", config.auto),
+                             ("--find", config.find is not None)) if on]
     if len(modes) > 1:
-        raise BatchError("give either --prompts DIR or --auto, not both")
+        raise BatchError(f"give one of --prompts DIR, --auto or --find, not {' and '.join(modes)}")
+    if config.find is not None:
+        plan = find_spec(config).plan(recipe)  # a class nobody can find fails here, at once
+        if not config.quiet:
+            print(f"finding: {plan.describe()}")
+        return FindPrompts(plan.wanted, plan.model_id)
     if config.auto:
         if recipe is not None and recipe.rule(config.auto_class) is None:
             raise BatchError(
@@ -79,6 +90,12 @@ def _source(config: BatchConfig, recipe: Recipe | None) -> PromptSource:
         raise BatchError("no prompts: give --recipe FILE with [[prompts]], --prompts DIR (per-"
                          "image prompt files: our JSON, COCO or YOLO txt) or --auto")
     return RecipePrompts(recipe)
+
+
+def find_spec(config: BatchConfig):
+    from app.finding import FindSpec
+
+    return FindSpec(tuple(config.find) or None, config.finder, config.examples, config.golden)
 
 
 def engine_identity(engine) -> dict:
@@ -162,7 +179,8 @@ def _run_locked(config: BatchConfig, engine, engine_factory, out: Path, recipe: 
     check_pinned(recipe, engine.info.model_id, engine.info.checkpoint_sha256)
     settings = settings_digest(config, engine_identity(engine), recipe_text, source.describe())
     job = Job(source, recipe, config.mm_per_px, config.auto_settings if config.auto else None,
-              config.auto_class, config.lot, config.station, config.operator)
+              config.auto_class, find_spec(config) if config.find is not None else None,
+              config.lot, config.station, config.operator)
     counts = RunCounts(found=len(images))
     ledger = Ledger(out / LEDGER_NAME)
     store = None

@@ -6,8 +6,10 @@ point, drag box, Alt+click selects an accepted defect; Tab / Shift+Tab cycle can
 pick one; Enter accept, Esc clear prompts, H hides the prompt markers; Ctrl+1..9 defect class;
 Ctrl+Z undo, Ctrl+Shift+Z redo; Delete removes the selected defect; Ctrl+Enter finishes the image
 (stores PASS/FAIL; an image nobody prompted on asks first) and moves on, Ctrl+Shift+Enter
-finishes it as "no defects"; F fits the image, wheel zooms at the cursor, middle or Ctrl+drag
-pans; Ctrl+Q quits.
+finishes it as "no defects"; Ctrl+F finds defects of the current class, Ctrl+Shift+F finds
+similar ones across the folder, A / R / N accept, reject or skip the current proposal (Enter and
+Delete too, when no prompt is given and no defect selected); F fits the image, wheel zooms at
+the cursor, middle or Ctrl+drag pans; Ctrl+Q quits.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from app.gui.canvas import Canvas, Overlay
 from app.gui.defect_panel import DefectPanel
 from app.gui.export import ExportSummary, export_folder
 from app.gui.file_dialog import file_dialog, get_existing_directory, get_open_file_name
+from app.gui.find_actions import FindController
 from app.gui.folder_dock import FolderList
 from app.gui.images import LoadedImage, auto_window, list_images, window_lut
 from app.gui.options import GuiOptions
@@ -260,6 +263,7 @@ class MainWindow(QMainWindow):
         self.folder_list = FolderList()
         self.panel = DefectPanel(self.autosave.class_names)
         self.tuning = TuneController(self)
+        self.finding = FindController(self)
 
         self._build_layout()
         self._build_status_bar()
@@ -315,6 +319,8 @@ class MainWindow(QMainWindow):
         right.setWidget(self.panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, right)
         self.docks = (left, right)
+        self.splitDockWidget(right, self.finding.dock, Qt.Orientation.Vertical)
+        self.finding.dock.hide()  # shown by the first Find (or the saved window state)
         self.resize(1400, 900)
 
     def _build_status_bar(self) -> None:
@@ -373,7 +379,8 @@ class MainWindow(QMainWindow):
                           self.previous_image, "previous image")
         self.act_next = a("next_image", "&Next image", ["PgDown", "Right"], self.next_image,
                           "next image")
-        self.act_fit = a("fit", "&Fit", "F", self.canvas.fit, "fit the image to the window")
+        self.act_fit = a("fit", "&Fit", ["F", "Home"], self.canvas.fit,
+                         "fit the image to the window")
         self.act_zoom_in = a("zoom_in", "Zoom &in", ["+", "="], lambda: self.canvas.zoom_by(1.25))
         self.act_zoom_out = a("zoom_out", "Zoom &out", "-", lambda: self.canvas.zoom_by(0.8))
         # fixed texts (the toolbar must not move as the undo text changes): the step that
@@ -431,6 +438,18 @@ class MainWindow(QMainWindow):
         self.act_demote = a("use_previous_model", "Use &previous model", None,
                             self.tuning.use_previous,
                             "go back to the model this recipe used before its last promotion")
+        find, review = self.finding, self.finding.review
+        self.act_find = a("find", "&Find", "Ctrl+F", find.find_current,
+                          "find defects of the current class on this image")
+        self.act_find_similar = a("find_similar", "Find &similar in folder", "Ctrl+Shift+F",
+                                  find.find_similar, "propose defects like the accepted ones "
+                                  "of the current class on every image of the folder")
+        self.act_queue_accept = a("accept_proposal", "&Accept proposal", "A", review.accept,
+                                  "accept the current proposal as a defect")
+        self.act_queue_reject = a("reject_proposal", "&Reject proposal", ["R", "Backspace"],
+                                  review.reject, "reject the current proposal")
+        self.act_queue_skip = a("skip_proposal", "S&kip proposal", ["N", "Space"], review.skip,
+                                "leave the current proposal for later, show the next one")
 
         tools = QToolBar("Main", self)
         tools.setObjectName("main_toolbar")
@@ -483,6 +502,14 @@ class MainWindow(QMainWindow):
                     self.act_zoom_out, None, self.act_prompts, self.act_zones, self.act_select,
                     None, *(d.toggleViewAction() for d in self.docks)):
             view.addSeparator() if act is None else view.addAction(act)
+        inspect = bar.addMenu("&Inspect")
+        for act in (self.act_find, self.act_find_similar, None, self.act_queue_accept,
+                    self.act_queue_reject, self.act_queue_skip, None,
+                    self.finding.dock.toggleViewAction()):
+            inspect.addSeparator() if act is None else inspect.addAction(act)
+        inspect.setToolTipsVisible(True)  # a disabled Find similar says why
+        inspect.aboutToShow.connect(self.finding.refresh_actions)
+        self.inspect_menu = inspect
         tools = bar.addMenu("&Tools")
         tools.addAction(self.act_tune)
         tools.addAction(self.act_demote)
@@ -493,6 +520,7 @@ class MainWindow(QMainWindow):
         helpm.addAction(self.act_about)
         self._update_class_menu()
         self.tuning.refresh_actions()
+        self.finding.refresh_actions()
 
     def _update_class_menu(self) -> None:
         """Class actions say which class each Ctrl+k picks (the recipe's classes)."""
@@ -545,6 +573,7 @@ class MainWindow(QMainWindow):
         an.saved.connect(self._on_saved)
         self.folder_list.activatedPath.connect(self.go_to)
         self.panel.classChosen.connect(self._on_class)
+        self.panel.classChosen.connect(lambda _name: self.finding.refresh_actions())
         self.panel.applyClass.connect(self._apply_class)
         self.panel.deleteRequested.connect(self._delete_number)
         self.panel.selectedChanged.connect(self._on_selected)
@@ -802,9 +831,12 @@ class MainWindow(QMainWindow):
             self.annotator.delete(f)
 
     def delete_selected(self) -> None:
+        """Delete: the selected defect, else the current proposal of the review queue."""
         number = self.panel.selected_number()
         if number is not None:
             self._delete_number(number)
+        elif self.finding.review.here():
+            self.finding.review.reject()
 
     def select_defect(self, number: int | None) -> None:
         """Select an accepted defect by number (table row, highlight, figures by the badge)."""
@@ -816,6 +848,9 @@ class MainWindow(QMainWindow):
         self._update_badge()
 
     def accept_masks(self) -> bool:
+        """Enter: the prompts' masks, else the current proposal of the review queue."""
+        if not self.annotator.snapshot and self.finding.review.here():
+            return self.finding.review.accept()
         return self.annotator.accept(
             lambda question: self.ask("Accept a doubtful mask?", question, "Accept anyway"))
 
@@ -987,6 +1022,7 @@ class MainWindow(QMainWindow):
         # every accepted defect is already stored; an encoder job cannot be interrupted, so do
         # not wait long for it (main() exits the process if a thread is still running)
         self.clean_shutdown = self.tuning.shutdown(wait_ms=3000)  # stops at its next step
+        self.clean_shutdown &= self.finding.shutdown(wait_ms=3000)
         self.clean_shutdown &= self.host.shutdown(wait_ms=3000)
         self.store.close()
         super().closeEvent(event)

@@ -12,7 +12,8 @@ from sam_engine.errors import SamEngineError
 
 # Subcommand modules under app.shell.commands, in the order --help lists them.
 COMMANDS = ("demo", "gui", "segment", "batch", "eval", "tune", "models", "db", "export_onnx",
-            "report")
+            "report",
+            "teach", "golden")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

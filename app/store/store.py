@@ -627,6 +627,17 @@ class InspectionStore:
             d.deleted_at = None
             s.add(self._defect_audit(d, actor, "undelete_defect", before))
 
+    def record_event(self, action: str, *, actor: str, after: dict,
+                     inspection_id: int | None = None, defect_id: int | None = None) -> int:
+        """One audit row for a decision that changes no record by itself (e.g. a proposal of
+        the finder rejected in the review queue); returns its id."""
+        with self._write() as s:
+            row = AuditRow(time=_now(), actor=actor, action=action, inspection_id=inspection_id,
+                           defect_id=defect_id, before=None, after=after)
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
     def add_defect(self, inspection_id: int, finding: Finding, *, actor: str) -> int:
         """Append one finding to a stored inspection (the GUI saves each accepted defect at
         once); sets finding.id and returns it."""

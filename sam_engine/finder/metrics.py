@@ -34,7 +34,7 @@ def truth_from_instances(instances: Iterable, image_size: tuple[int, int]) -> Tr
     """Truth from objects with .cls and .mask (learned.data.Instance, synthetic instances)."""
     masks: dict[str, np.ndarray] = {}
     for inst in instances:
-        cls = getattr(inst, "cls", None) or getattr(inst, "kind")
+        cls = getattr(inst, "cls", None) or inst.kind
         m = masks.setdefault(cls, np.zeros(image_size, bool))
         m |= np.asarray(inst.mask, bool)
     return Truth(masks, image_size)

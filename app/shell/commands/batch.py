@@ -45,6 +45,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      "are dropped")
     src.add_argument("--max-area-fraction", type=float, default=d.max_area_fraction,
                      help="masks covering more of the image are dropped (the part, background)")
+    src.add_argument("--find", metavar="CLASS[,CLASS]", help="zero-click: find every defect "
+                     "of these classes without prompts ('all': the recipe's classes the models "
+                     "know); trained finder, taught examples and golden samples (app.finding)")
+    src.add_argument("--finder", help="with --find: finder NAME[@V], folder or ONNX export "
+                     "(default: the one promoted for the recipe's part)")
+    src.add_argument("--examples", help="with --find: taught-examples model NAME[@V]")
+    src.add_argument("--golden", help="with --find: golden-sample model NAME[@V]")
     eng = p.add_argument_group("engine")
     eng.add_argument("--engine", choices=ENGINE_NAMES, default="auto")
     eng.add_argument("--model", help=MODEL_HELP)
@@ -93,6 +100,9 @@ def run_command(args: argparse.Namespace) -> int:
             stability_score_thresh=args.stability_thresh, min_area_px=args.min_area,
             max_area_fraction=args.max_area_fraction),
         auto_class=args.auto_class, engine=args.engine, model=args.model,
+        find=None if args.find is None else tuple(
+            c.strip() for c in args.find.split(",") if c.strip() and c.strip() != "all"),
+        finder=args.finder, examples=args.examples, golden=args.golden,
         checkpoint=args.checkpoint, device=args.device, precision=args.precision,
         **checkpoint_check_options(args),
         mm_per_px=args.mm_per_px, force=args.force, quiet=args.quiet, overlays=args.overlays,

@@ -3,6 +3,9 @@
 NAME is a SAM model id (vit_b, ...), or a learned model: learned-base, a tuned model
 (NAME[@VERSION] in the registry) or a learned model folder; a learned model is exported to
 learned.onnx (sam_engine.onnx.learned_export) and verified the same way.
+`--finder NAME[@VERSION]|FOLDER` (instead of --model) exports a zero-click finder to finder.onnx
+(sam_engine.onnx.finder_export), verified against PyTorch on three image shapes; the line tool
+then finds defects without prompts.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from app.shell.commands.models import add_checkpoint_check_args, checkpoint_check_options
 from sam_engine.errors import CheckpointError, SamEngineError
+from sam_engine.finder.finder import is_finder
 from sam_engine.learned.registry import is_sam_delta
 from sam_engine.onnx.export import (
     DEFAULT_OPSET,
@@ -29,9 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "export-onnx", help="export SAM's decoder (and encoder), or a learned model, to ONNX, "
         "verified against PyTorch"
     )
-    p.add_argument("--model", required=True,
-                   help="SAM model id (vit_b, vit_h, ...), or a learned model: learned-base, "
-                   "a tuned model NAME[@VERSION], or a learned model folder")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model",
+                       help="SAM model id (vit_b, vit_h, ...), or a learned model: learned-base, "
+                       "a tuned model NAME[@VERSION], or a learned model folder")
+    which.add_argument("--finder", metavar="NAME[@VERSION]|FOLDER",
+                       help="a zero-click finder (a tuned model of the registry or a finder "
+                       "model folder): exported to finder.onnx for sam-inspect-line")
     p.add_argument("--checkpoint", type=Path, help="checkpoint file (default: the installed one)")
     add_checkpoint_check_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -97,9 +105,7 @@ def run_learned(args: argparse.Namespace, folder: Path) -> int:
     )
     from sam_engine.onnx.manifest import LearnedOnnxManifest
 
-    sam_only = [flag for flag, on in (("--checkpoint", args.checkpoint is not None),
-                                      ("--encoder", args.encoder), ("--quantize", args.quantize),
-                                      ("--format", bool(args.format))) if on]
+    sam_only = sam_only_flags(args)
     if sam_only:
         print(f"sam-inspect: error: {', '.join(sam_only)} apply to SAM models only; "
               f"{args.model} is a learned model", file=sys.stderr)
@@ -118,8 +124,55 @@ def run_learned(args: argparse.Namespace, folder: Path) -> int:
     return 1 if failed else 0
 
 
+def sam_only_flags(args: argparse.Namespace) -> list[str]:
+    """The SAM-only options given (--checkpoint, --encoder, --quantize, --format)."""
+    return [flag for flag, on in (("--checkpoint", args.checkpoint is not None),
+                                  ("--encoder", args.encoder), ("--quantize", args.quantize),
+                                  ("--format", bool(args.format))) if on]
+
+
+def run_finder(args: argparse.Namespace) -> int:
+    """Export the finder --finder names (registry.resolve: NAME, NAME@VERSION or a folder) to
+    --out and print its check against PyTorch per image shape."""
+    from sam_engine.learned.registry import resolve
+    from sam_engine.onnx.finder_export import (
+        FinderExportError,
+        FinderExportOptions,
+        describe_checks,
+        export_finder,
+    )
+    from sam_engine.onnx.finder_runtime import FinderOnnxManifest
+
+    sam_only = sam_only_flags(args)
+    if sam_only:
+        print(f"sam-inspect: error: {', '.join(sam_only)} apply to SAM models only; "
+              f"{args.finder} is a finder", file=sys.stderr)
+        return 2
+    folder = resolve(args.finder)  # a clear error when a named model or version does not exist
+    if not is_finder(folder):
+        raise CheckpointError(f"{args.finder} ({folder}) is not a finder (its manifest has no "
+                              "net kind \"finder\"): export prompt models with --model")
+    try:
+        result = export_finder(folder, args.out, options=FinderExportOptions(opset=args.opset))
+        failed, manifest = False, result.manifest
+    except FinderExportError as exc:
+        print(f"sam-inspect: error: {exc}", file=sys.stderr)
+        failed, manifest = True, FinderOnnxManifest.load(args.out)
+    for v in manifest.verification:
+        print(describe_checks(v))
+    if not failed:
+        f = manifest.files[0]
+        print(f"wrote {f.path} ({manifest.model_id}, classes {', '.join(manifest.classes)}, "
+              f"sha256 {f.sha256}) and manifest.json to {args.out}")
+    return 1 if failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "finder", None):
+        return run_finder(args)
     folder = learned_model_folder(args.model)
+    if folder is not None and is_finder(folder):  # --model FINDER: what --finder does
+        return run_finder(argparse.Namespace(**{**vars(args), "finder": args.model}))
     if folder is not None and is_sam_delta(folder):  # a tuned SAM: its base + the delta
         if args.checkpoint is not None:
             raise SamEngineError(f"{args.model} is a tuned SAM model: its base checkpoint is "

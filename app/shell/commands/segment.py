@@ -1,4 +1,6 @@
-"""`sam-inspect segment IMAGE --box/--point ...`: one image, prompts on the command line.
+"""`sam-inspect segment IMAGE --box/--point ...`: one image, prompts on the command line; or
+`--find CLASSES` (zero-click: the trained finder, taught examples and golden samples of
+app.finding find the classes' defects without prompts, measured and, with --recipe, judged).
 
 With --recipe the recipe's pinned model ([model]) is used and its sha256 checked, and
 --engine auto prefers the model promoted for the recipe's part name."""
@@ -37,6 +39,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "checked); with --engine auto, the model promoted for its part is preferred")
     p.add_argument("--checkpoint", help="SAM checkpoint file")
     add_checkpoint_check_args(p)
+    f = p.add_argument_group("zero-click (no prompts)")
+    f.add_argument("--find", metavar="CLASS[,CLASS]",
+                   help="find every defect of these classes without prompts ('all': every "
+                   "class the recipe or the models know)")
+    f.add_argument("--finder", help="finder to use: NAME[@V], a model folder or an ONNX finder "
+                   "export (default: the one promoted for the recipe's part)")
+    f.add_argument("--examples", help="taught-examples model NAME[@V] (default: promoted)")
+    f.add_argument("--golden", help="golden-sample model NAME[@V] (default: promoted)")
+    f.add_argument("--mm-per-px", type=float, help="scale for measurements in mm")
     p.set_defaults(func=run)
 
 
@@ -50,7 +61,52 @@ def parse_prompts(boxes: list[str], points: list[str]) -> Prompts:
     )
 
 
+def run_find(args: argparse.Namespace) -> int:
+    """--find: the zero-click path."""
+    from app.finding import find_defects, plan_find, to_findings
+    from app.inspection.verdict import judge
+
+    if args.box or args.point:
+        raise SystemExit("sam-inspect segment: give --find or --box/--point, not both")
+    recipe = load_recipe(args.recipe) if args.recipe is not None else None
+    out = args.out or args.image.parent
+    if args.out is not None or out.is_dir():
+        check_writable_dir(out, "--out" if args.out else "the image's folder (no --out)")
+    rgb = load_image(args.image)
+    wanted = None if args.find.strip() in ("", "all") else \
+        [c.strip() for c in args.find.split(",") if c.strip()]
+    plan = plan_find(wanted, recipe, finder=args.finder, examples=args.examples,
+                     golden=args.golden)
+    print(f"looking for {plan.describe()}")
+    t0 = time.perf_counter()
+    result = find_defects(plan, rgb)
+    t1 = time.perf_counter()
+    findings = to_findings(result, recipe, args.mm_per_px)
+    verdict = judge(findings, recipe) if recipe is not None else None
+    masks = [f.mask for f in findings]
+    stem = args.image.stem
+    atomic_write.write_png(out / f"{stem}_mask.png", label_map(masks, rgb.shape[:2]))
+    boxes = [list(f.box) for f in result.found] or None
+    atomic_write.write_png(out / f"{stem}_overlay.png", draw_overlay(rgb, masks, boxes))
+    info = {"mode": "find", "image": str(args.image), "models": plan.model_id,
+            "looked_for": list(plan.wanted), "not_looked_for": list(plan.not_looked_for),
+            "find_ms": round((t1 - t0) * 1e3, 1), "timings_ms": result.timings_ms,
+            "defects": [{"number": i + 1, "class": f.defect_class,
+                         "score": round(float(f.score), 4), "source": f.source,
+                         "box": list(fd.box), "area_px": int(fd.area),
+                         "measurements": f.measurements.to_dict() if f.measurements else None}
+                        for i, (f, fd) in enumerate(zip(findings, result.found, strict=True))],
+            "verdict": verdict.to_dict() if verdict is not None else None}
+    atomic_write.write_text(out / f"{stem}_result.json", json.dumps(info, indent=2))
+    status = f"; verdict {verdict.status}" if verdict is not None else ""
+    print(f"found {len(findings)} defect(s){status}")
+    print(f"wrote {out / (stem + '_mask.png')}, {stem}_overlay.png, {stem}_result.json")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.find is not None:
+        return run_find(args)
     prompts = parse_prompts(args.box, args.point)
     recipe = load_recipe(args.recipe) if args.recipe is not None else None
     out = args.out or args.image.parent

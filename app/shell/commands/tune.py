@@ -83,6 +83,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart", action="store_true",
                    help="ignore a checkpoint left by an interrupted run")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the outcome as JSON")
+    p.add_argument("--finder", action="store_true",
+                   help="train the recipe's zero-click finder (every defect of the data's "
+                   "classes without prompts) instead of the prompt model")
     p.add_argument("--list", action="store_true", help="list tuned models and promotions")
     p.add_argument("--demote", metavar="PART", help="go back to the previous model of a recipe")
     p.add_argument("--no-progress", action="store_true")
@@ -112,7 +115,8 @@ def _list() -> int:
         print("no tuned models yet (`sam-inspect tune --db DB --recipe PART`)")
     for m in models:
         gate = m.metrics.get("gate", {})
-        kind = "SAM delta" if registry.is_sam_delta(m) else "learned"
+        net_kind = m.net.get("kind") if isinstance(m.net, dict) else None
+        kind = "SAM delta" if registry.is_sam_delta(m) else (net_kind or "learned")
         print(f"{m.model_id:<28} {kind:<10} base {m.base or '-':<18} "
               f"{'promoted' if gate.get('promoted') else 'not promoted'}: "
               f"{gate.get('reason', '')}")
@@ -188,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
     for problem in data.problems:
         print(f"warning: {problem}", file=sys.stderr)
     name = args.name or args.recipe or "site"
+    if args.finder:
+        return _run_finder(args, data, name)
     ck_dir = registry.registry_root() / ".checkpoints"
     if args.restart:
         for old in ck_dir.glob(f"{name}.*.ckpt"):
@@ -222,6 +228,47 @@ def run(args: argparse.Namespace) -> int:
                "promoted": out.promoted, "reason": out.reason, "current": out.current,
                "before": out.before.table(), "after": out.after.table(), "curve": out.curve,
                "rivals": {k: v.table() for k, v in out.rivals.items()},
+               "train_seconds": round(out.train_seconds, 1), "problems": out.problems}
+        write_atomic(args.json, (json.dumps(doc, indent=2) + "\n").encode())
+    return 0 if out.promoted else EXIT_NOT_PROMOTED
+
+
+def _run_finder(args: argparse.Namespace, data, name: str) -> int:
+    """tune --finder: train, measure and gate the recipe's zero-click finder."""
+    from app.tuning.finder_run import FinderTuneRequest, tune_finder
+
+    name = args.name or f"{name}-finder"
+    ck_dir = registry.registry_root() / ".checkpoints"
+    if args.restart:
+        for old in ck_dir.glob(f"finder-{name}.*.ckpt"):
+            old.unlink()
+    print(f"training data: {data.source}: {len(data.images)} images, {data.n_instances} "
+          f"defects, classes {', '.join(data.classes())}", file=sys.stderr)
+    req = FinderTuneRequest(data=data, name=name, recipe=args.recipe, held_out=args.held_out,
+                            margin=args.margin, steps=args.steps, seed=args.seed,
+                            checkpoint_dir=ck_dir)
+    out = tune_finder(req, progress=not args.no_progress)
+    print(f"held-out ({out.after['images'] - out.after['clean_images']} images) and "
+          f"{out.after['clean_images']} clean parts:")
+    print(f"  {'class':<20}{'pixel IoU':>10}{'recall':>8}{'precision':>10}{'defects':>9}")
+    for cls, v in out.after["per_class"].items():
+        def f(x):
+            return "-" if x is None else f"{x:.3f}"
+
+        print(f"  {cls:<20}{f(v['pixel_iou']):>10}{f(v['recall']):>8}{f(v['precision']):>10}"
+              f"{v['true_defects']:>9}")
+    print(f"  image-level class accuracy {out.after['class_accuracy']}, false alarms on clean "
+          f"parts {out.after['false_alarm_rate']}")
+    verdict = "promoted for recipe " + (args.recipe or "(default)") if out.promoted \
+        else "kept, not used"
+    print(f"{out.manifest.model_id} {verdict}: {out.reason}")
+    print(f"model folder: {out.folder}")
+    if args.json:
+        from sam_engine.learned.weights import write_atomic
+
+        doc = {"model": out.manifest.model_id, "folder": str(out.folder),
+               "promoted": out.promoted, "reason": out.reason, "current": out.current,
+               "after": out.after, "before": out.before,
                "train_seconds": round(out.train_seconds, 1), "problems": out.problems}
         write_atomic(args.json, (json.dumps(doc, indent=2) + "\n").encode())
     return 0 if out.promoted else EXIT_NOT_PROMOTED
