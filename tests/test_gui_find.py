@@ -170,15 +170,9 @@ def test_a_class_without_a_finder_says_what_to_do(qtbot, window):
     assert buttons == ["Find similar"]
 
 
-def test_default_find_without_app_finding_names_the_class():
-    try:
-        import app.finding  # noqa: F401
-    except ImportError:
-        with pytest.raises(NoFinder, match="pit"):
-            default_find(np.zeros((8, 8, 3), np.uint8), "pit", None)
-    else:
-        pytest.skip("app.finding is installed: its own tests cover the plan")
-
+def test_default_find_with_nothing_trained_says_how_to_teach_the_class():
+    with pytest.raises(NoFinder, match="teach --class pit"):
+        default_find(np.zeros((8, 8, 3), np.uint8), "pit", None)
 
 def test_find_similar_learns_from_one_accepted_defect_and_queues_across_images(qtbot,
                                                                                 window):

@@ -45,7 +45,7 @@ class Job:
     mm_per_px: float | None = None
     auto: AutoMaskSettings | None = None
     auto_class: str = "defect"
-    find: Any = None  # app.finding.FindSpec: find defects without prompts
+    find: Any = None  # app.finding.plan.FindSpec: find defects without prompts
     lot: str = ""
     station: str = ""
     operator: str = "batch"
@@ -236,7 +236,7 @@ def segment(engine, handle: ImageHandle, loaded: Loaded, job: Job,
             segments.append(Segment(job.auto_class, m.mask, m.score,
                                     {"points": [list(m.point)], "labels": [1], "boxes": None}))
     if plan is not None:
-        from app.finding import find_defects
+        from app.finding.plan import find_defects
 
         result = find_defects(plan, loaded.rgb)
         for f in result.found:

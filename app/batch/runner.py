@@ -93,7 +93,7 @@ def _source(config: BatchConfig, recipe: Recipe | None) -> PromptSource:
 
 
 def find_spec(config: BatchConfig):
-    from app.finding import FindSpec
+    from app.finding.plan import FindSpec
 
     return FindSpec(tuple(config.find) or None, config.finder, config.examples, config.golden)
 

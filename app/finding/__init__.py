@@ -1,19 +1,9 @@
-"""Zero-click inspection in the product: which models find which of a recipe's classes
-(plan.py: a trained finder, a model taught by accepted examples, a golden-sample anomaly model,
-each from the tuned-model registry or named), running them on an image, and turning what they
-find into measured findings. Imports app.inspection and sam_engine; torch only when a PyTorch
-finder is loaded, so the torch-free line tool shares the class planning.
+"""Zero-click inspection in the product.
+
+classes (which of the recipe's classes a run looks for; the message saying how to teach a class
+nothing knows; no model imports, so the torch-free line tool uses it) and plan (which model
+finds which class: a trained finder, a model taught by accepted examples, a golden-sample
+anomaly model, each named or promoted in the tuned-model registry; running them on an image;
+measured findings). Import from the modules; this package imports nothing itself, so the line
+tool's import of `classes` reaches no model code.
 """
-
-from app.finding.plan import (
-    FindError,
-    FindPlan,
-    FindSpec,
-    choose_classes,
-    find_defects,
-    plan_find,
-    to_findings,
-)
-
-__all__ = ["FindError", "FindPlan", "FindSpec", "choose_classes", "find_defects", "plan_find",
-           "to_findings"]

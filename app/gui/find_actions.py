@@ -65,10 +65,8 @@ TeachFn = Callable[[Sequence[Example]], object]
 
 def default_find(rgb: np.ndarray, cls: str, recipe) -> FindResult:
     """app.finding's plan for `cls` run on one image (its FindError becomes NoFinder)."""
-    try:
-        from app.finding import FindError, find_defects, plan_find
-    except ImportError:
-        raise NoFinder(f"no trained finder for {cls} in this installation") from None
+    from app.finding.plan import FindError, find_defects, plan_find
+
     try:
         plan = plan_find([cls], recipe=recipe)
     except FindError as exc:
@@ -78,11 +76,8 @@ def default_find(rgb: np.ndarray, cls: str, recipe) -> FindResult:
 
 def default_teach(examples: Sequence[Example]):
     """sam_engine.finder.fewshot.teach on the examples."""
-    try:
-        from sam_engine.finder import fewshot
-    except ImportError:
-        raise NoFinder("learning from examples (sam_engine.finder.fewshot) is not in this "
-                       "installation") from None
+    from sam_engine.finder import fewshot
+
     return fewshot.teach([fewshot.Example(rgb=e.rgb, mask=e.mask, cls=e.cls) for e in examples])
 
 

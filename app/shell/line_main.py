@@ -190,7 +190,7 @@ def run_line(image: Path, models: Path, prompts: list[LinePrompt], out_dir: Path
 
 # ------------------------------------------------------------------ zero-click (finder)
 @dataclass(frozen=True)
-class FindPlan:
+class LineClasses:
     """What the zero-click path looks for on every image: `wanted` (classes the finder knows),
     and the recipe's classes it does not know (`not_looked_for`: reported, not inspected)."""
 
@@ -199,32 +199,22 @@ class FindPlan:
 
 
 def plan_find(finder_classes: Sequence[str], finder_id: str, recipe=None,
-              find: Sequence[str] | None = None) -> FindPlan:
-    """The classes to look for: `find`'s (every one must be known to the finder), else the
-    recipe's the finder knows (none known: an error), else all the finder's classes. The
-    recipe's classes left out are not_looked_for."""
-    known = ", ".join(finder_classes)
-    if find:
-        unknown = [c for c in find if c not in finder_classes]
-        if unknown:
-            raise PromptError(f"--find {', '.join(unknown)}: not a class of finder {finder_id} "
-                              f"(it finds: {known})")
-        wanted = tuple(dict.fromkeys(find))
-        rest = () if recipe is None else tuple(c for c in recipe.class_names if c not in wanted)
-        return FindPlan(wanted, rest)
-    if recipe is None:
-        return FindPlan(tuple(finder_classes))
-    wanted = tuple(c for c in recipe.class_names if c in finder_classes)
-    missing = tuple(c for c in recipe.class_names if c not in finder_classes)
-    if not wanted:
-        raise PromptError(f"finder {finder_id} knows none of recipe {recipe.name}'s classes "
-                          f"({', '.join(recipe.class_names)}); it finds: {known}. Export a "
-                          "finder trained on this recipe's classes")
-    return FindPlan(wanted, missing)
+              find: Sequence[str] | None = None) -> LineClasses:
+    """The classes to look for (app.finding.classes.choose_classes: `find`'s, every one known to the
+    finder; else the recipe's it knows; else all the finder's)."""
+    from app.finding.classes import FindError, choose_classes
+
+    try:
+        wanted, rest = choose_classes(finder_classes, find,
+                                      recipe.class_names if recipe is not None else None,
+                                      f"finder {finder_id}")
+    except FindError as exc:
+        raise PromptError(str(exc)) from None
+    return LineClasses(wanted, rest)
 
 
-def run_find(image: Path, finder: OnnxFinder, plan: FindPlan, out_dir: Path, recipe=None,
-             mm_per_px: float | None = None, load_ms: float = 0.0) -> dict:
+def run_find(image: Path, finder: OnnxFinder, plan: LineClasses, out_dir: Path, recipe=None,
+             mm_per_px: float | None = None, load_ms: float = 0.0, golden=None) -> dict:
     """Find every defect of plan.wanted on one image (no prompts), measure and judge each as
     the prompt path does (judge_masks), write the mask PNG and JSON; return the JSON dict."""
     from app.inspection.fiducial import image_calibration
@@ -235,9 +225,11 @@ def run_find(image: Path, finder: OnnxFinder, plan: FindPlan, out_dir: Path, rec
     image_sha256 = _sha256(image)
     t_read = time.perf_counter()
     found = finder.find(rgb, plan.wanted)
+    items = list(found.found)
+    if golden is not None:  # unlike the good parts: class "unknown", which no recipe passes
+        items += golden.find(rgb)
     t_find = time.perf_counter()
     size = found.image_size
-    items = list(found.found)
     masks = [f.mask for f in items]
     cal = image_calibration(recipe, mm_per_px, None)
     defects, verdict = judge_masks(masks, [f.score for f in items], [f.cls for f in items],
@@ -391,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--find", metavar="CLASS[,CLASS...]",
                    help="finder export only: the classes to look for (default: the recipe's "
                         "classes the finder knows, else all of its classes)")
+    p.add_argument("--golden", type=Path, metavar="DIR",
+                   help="finder export only: a golden-sample model folder (`sam-inspect "
+                        "golden`); regions unlike the good parts become defects of class "
+                        "'unknown', which the verdict FAILs (never a silent PASS)")
     p.add_argument("--mm-per-px", type=float, help="calibration (overrides the recipe's)")
     p.add_argument("--out", type=Path, help="output folder (default: next to the image)")
     p.add_argument("--int8", action="store_true", help="use the dynamic-int8 models")
@@ -482,8 +478,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sam-inspect-line: warning: recipe {recipe.name} class(es) "
                       f"{', '.join(plan.not_looked_for)} not looked for ({why}): finder "
                       f"{finder.model_id} knows {', '.join(finder.classes)}", file=sys.stderr)
+            golden = None
+            if args.golden is not None:
+                from sam_engine.finder.anomaly import load_golden
+
+                golden = load_golden(args.golden)
             return lambda img: run_find(img, finder, plan, args.out or img.parent, recipe,
-                                        args.mm_per_px, load_ms), True, load_ms
+                                        args.mm_per_px, load_ms, golden), True, load_ms
         if args.find:
             raise PromptError(f"--find needs a finder export; {args.models} holds a prompt "
                               "model (give --box/--point or a recipe with [[prompts]])")

@@ -162,6 +162,9 @@ def tune_finder(req: FinderTuneRequest, *, progress: bool = True,
         except SamEngineError as exc:
             log.warning("the promoted finder %s cannot be measured (%s)", cur.model_id, exc)
     settings = default_settings(req.seed, req.steps)
+    import torch
+
+    torch.manual_seed(settings.seed)  # the initial weights too: one seed, one finder
     net = FinderNet(default_config(classes, train_set))
     digest = req.data.digest()
     ck = None

@@ -131,8 +131,13 @@ class GoldenModel:
 
     def find(self, rgb: np.ndarray, post: PostSettings | None = None) -> list[Found]:
         """The regions unlike the good parts, most anomalous first (class UNKNOWN_CLASS)."""
+        return self.regions(*self.grid_scores(rgb), post)
+
+    def regions(self, grid: np.ndarray, fmap: FeatureMap,
+                post: PostSettings | None = None) -> list[Found]:
+        """Finds from a score grid (grid_scores): groups above post.threshold (in units of
+        the calibrated threshold), min area, most anomalous first."""
         post = post or self.post
-        grid, fmap = self.grid_scores(rgb)
         if not (grid > post.threshold).any():
             return []
         full = fmap.to_image(grid)

@@ -63,7 +63,7 @@ def parse_prompts(boxes: list[str], points: list[str]) -> Prompts:
 
 def run_find(args: argparse.Namespace) -> int:
     """--find: the zero-click path."""
-    from app.finding import find_defects, plan_find, to_findings
+    from app.finding.plan import find_defects, plan_find, to_findings
     from app.inspection.verdict import judge
 
     if args.box or args.point:
