@@ -46,3 +46,15 @@ def tuned_registry(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.mktemp("tuned")
     monkeypatch.setenv("SAM_INSPECT_TUNED", str(root))
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tiny models: two threads on a loaded 2-core machine
+    are many times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

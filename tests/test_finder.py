@@ -35,14 +35,6 @@ DEMO_RECIPE = REPO / "samples" / "recipes" / "demo_part.toml"
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
 def tiny(tmp_path_factory, one_thread) -> Path:
     return train_tiny_finder(tmp_path_factory.mktemp("reg") / "tiny-finder" / "1")
 

@@ -2,7 +2,7 @@
 
 Good parts: hard synthetic parts of one texture without defects (each with its own lighting
 and camera); held out from the fit, they must give no finds; the same parts with a drawn
-defect (a dark scratch, a bright spot) must give a find overlapping it. A small feature grid
+defect (a dark scratch, a dark spot) must give a find overlapping it. A small feature grid
 and bank keep each test to about a second.
 """
 
@@ -30,14 +30,14 @@ def good(seed: int) -> np.ndarray:
 
 
 def with_defect(rgb: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """rgb with a drawn defect, and the defect's mask."""
+    """rgb with a drawn defect (70 grey levels darker), and the defect's mask."""
     mask = np.zeros(SIZE, np.uint8)
     if kind == "scratch":
         cv2.line(mask, (30, 30), (120, 80), 1, 3)
     else:
         cv2.circle(mask, (110, 40), 7, 1, -1)
     out = rgb.astype(np.int16)
-    out[mask > 0] += -70 if kind == "scratch" else 70
+    out[mask > 0] -= 70
     return np.clip(out, 0, 255).astype(np.uint8), mask > 0
 
 
@@ -54,7 +54,7 @@ def test_held_out_good_parts_give_no_finds(model):
 
 
 def test_a_part_with_a_defect_gets_a_find_overlapping_it(model):
-    for i, kind in enumerate(("scratch", "spot")):
+    for i, kind in [(i, k) for i in range(3) for k in ("scratch", "spot")]:
         img, truth = with_defect(good(400 + i), kind)
         found = model.find(img)
         assert found, kind
@@ -101,14 +101,12 @@ def test_a_fewshot_model_is_not_a_golden_one(tmp_path):
 
 
 # ---------------------------------------------------------------- the CLI
-def test_cli_golden_fits_saves_and_promotes(tmp_path, capsys, monkeypatch):
-    import sam_engine.finder.anomaly as anomaly
-
-    monkeypatch.setattr(anomaly.fit_golden, "__defaults__", (SMALL,))
+def test_cli_golden_fits_saves_and_promotes(tmp_path, capsys):
     folder = tmp_path / "good"
     folder.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(folder / f"part{i}.png"), cv2.cvtColor(good(300 + i), cv2.COLOR_RGB2BGR))
+    for i in range(3):  # small parts: the command fits with the default (finer) settings
+        rgb = make_hard_part(300 + i, size=(60, 80), n_defects=0, texture=TEXTURE).image
+        cv2.imwrite(str(folder / f"part{i}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     (folder / "notes.txt").write_text("not an image")
     rc = cli.main(["golden", "--good", str(folder), "--recipe-name", "bracket"])
     out = capsys.readouterr().out

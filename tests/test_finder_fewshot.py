@@ -133,6 +133,8 @@ def test_another_feature_source_can_be_taught_and_is_checked(examples):
         f = pixel_features(rgb)
         return FeatureMap(f.values, f.image_size, f.names, "custom")
 
+    with pytest.raises(ValueError, match="feature_source"):
+        teach(examples[:1], features=source)
     m = teach(examples[:1], features=source, feature_source="custom")
     img = part(100, 2).image
     assert m.find(img, features=source(img)) is not None
@@ -177,6 +179,27 @@ def test_cli_teach_from_one_example_saves_and_promotes(tmp_path, examples, capsy
     promo = registry.promoted_for("bracket", section="examples")
     assert promo is not None and promo.model_id == "bracket@1"
     assert load_examples(registry.model_dir("bracket", "1")).classes == (KIND,)
+
+
+def test_cli_teach_from_the_store_takes_accepted_defects_of_the_recipe(tmp_path, examples,
+                                                                       capsys):
+    from app.inspection.findings import Finding, Inspection
+    from app.store.store import InspectionStore
+    from sam_engine.image_io import image_digest
+
+    db = tmp_path / "inspections.db"
+    store = InspectionStore(db)
+    for k, ex in enumerate(examples[:3]):
+        path = tmp_path / f"part{k}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(ex.rgb, cv2.COLOR_RGB2BGR))
+        store.add_inspection(Inspection(str(path), image_digest(ex.rgb), recipe_name="partA",
+                                        findings=[Finding(KIND, ex.mask, accepted_by="ann")]))
+    store.close()
+    assert cli.main(["teach", "--class", KIND, "--db", str(db), "--recipe", "partA",
+                     "--max", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "partA@1" in out and "2 examples" in out and "now finds inclusion" in out
+    assert registry.promoted_for("partA", section="examples").model_id == "partA@1"
 
 
 def test_cli_teach_refuses_bad_input(tmp_path, examples, capsys):

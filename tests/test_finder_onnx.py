@@ -36,36 +36,11 @@ from sam_engine.onnx.finder_runtime import (
     OnnxFinder,
     is_finder_export,
 )
+from tests.finder_support import CLASSES, blob_image
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_RECIPE = REPO / "samples" / "recipes" / "demo_part.toml"
-CLASSES = ("scratch", "pit")
 SHAPES = ((200, 200), (480, 320), (1000, 1000))
-BRIGHT, DARK = 230, 25  # scratch: bright ellipses; pit: dark ones, on mid-grey noise
-
-
-def blob_image(rng: np.random.Generator, size: tuple[int, int], blobs=(1, 2)) -> np.ndarray:
-    """Grey noise with a bright (class 1) and/or dark (class 2) ellipse; (rgb, labels)."""
-    h, w = size
-    img = rng.normal(128, 6, (h, w)).clip(0, 255)
-    lab = np.zeros((h, w), np.uint8)
-    for cls in blobs:
-        m = np.zeros((h, w), np.uint8)
-        c = (int(rng.uniform(0.25, 0.75) * w), int(rng.uniform(0.25, 0.75) * h))
-        ax = (int(rng.uniform(0.06, 0.14) * w), int(rng.uniform(0.06, 0.14) * h))
-        cv2.ellipse(m, c, ax, float(rng.uniform(0, 180)), 0, 360, 1, -1)
-        img[m > 0] = BRIGHT if cls == 1 else DARK
-        lab[m > 0] = cls
-    return np.repeat(img.astype(np.uint8)[..., None], 3, 2), lab
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Torch on one thread: two threads on a loaded 2-core machine are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -35,15 +35,6 @@ QUICK = LearnedExportOptions(sizes=((120, 200), (333, 517)), instances_per_part=
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Torch on one thread: two threads on a loaded 2-core machine are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, one_thread) -> Path:
     """A CropUNet with random weights saved as a learned model folder."""
     torch.manual_seed(0)

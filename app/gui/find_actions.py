@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QDockWidget
 
 from app.gui.find_queue import ReviewQueue
 from app.gui.images import load_for_display
-from app.gui.workers import CANCELLED, ERROR, JobCancelled, describe_error
+from app.gui.workers import CANCELLED, ERROR, JobCancelled, JobRunner, describe_error
 from app.store import StoreError
 from sam_engine.errors import SamEngineError
 from sam_engine.finder.types import FindResult
@@ -179,68 +179,19 @@ class FindWorker(QObject):
             self.finished.emit(summary)
 
 
-class FindRunner(QObject):
-    """The UI thread's side of a find job: one at a time, each on a thread that ends with it."""
+class FindRunner(JobRunner):
+    """A find job's runner: relays each image's proposals and the progress."""
 
     found = Signal(object, object)
     progress = Signal(int, int, str)
-    finished = Signal(object)
-    failed = Signal(str, str)
+    what = "a find"
 
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self._thread: QThread | None = None
-        self._worker: FindWorker | None = None
+    def make_worker(self, job) -> FindWorker:
+        return FindWorker(job)
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
-    def start(self, job) -> None:
-        if self.running:
-            raise RuntimeError("a find is already running")
-        worker, thread = FindWorker(job), QThread(self)
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
+    def relay(self, worker: FindWorker) -> None:
         worker.found.connect(self.found)
         worker.progress.connect(self.progress)
-        worker.finished.connect(self._on_finished)  # queued: the runner lives on the UI thread
-        worker.failed.connect(self._on_failed)
-        self._worker, self._thread = worker, thread
-        thread.start()
-
-    def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-
-    @Slot(object)
-    def _on_finished(self, summary) -> None:
-        self._end()
-        self.finished.emit(summary)
-
-    @Slot(str, str)
-    def _on_failed(self, kind: str, text: str) -> None:
-        self._end()
-        self.failed.emit(kind, text)
-
-    def _end(self) -> None:
-        thread, self._thread, self._worker = self._thread, None, None
-        if thread is not None:
-            thread.quit()
-            thread.wait()  # the job has returned: its thread only has to leave its loop
-            thread.deleteLater()
-
-    def shutdown(self, wait_ms: int | None = None) -> bool:
-        """Cancel the job and stop its thread; True when it ended (a model call in progress
-        finishes first)."""
-        if self._thread is None:
-            return True
-        self.cancel()
-        self._thread.quit()
-        ended = self._thread.wait() if wait_ms is None else self._thread.wait(wait_ms)
-        if ended:
-            self._thread = self._worker = None
-        return ended
 
 
 class FindController(QObject):

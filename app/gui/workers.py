@@ -423,32 +423,37 @@ class TuneWorker(QObject):
             self.finished.emit(outcome)
 
 
-class TuneRunner(QObject):
-    """The UI thread's side of a tuning job: one at a time, each on a thread that ends with it
-    (see in_fresh_thread for why threads that ran PyTorch should not linger)."""
+class JobRunner(QObject):
+    """The UI thread's side of a long job (tuning, finding): one at a time, each on a thread
+    that ends with it (see in_fresh_thread for why threads that ran PyTorch should not
+    linger). Subclasses say which worker runs the job and which of its signals to relay."""
 
-    progress = Signal(int, int)
-    phase = Signal(str)
     finished = Signal(object)
     failed = Signal(str, str)
+    what = "a job"
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._thread: QThread | None = None
-        self._worker: TuneWorker | None = None
+        self._worker = None
+
+    def make_worker(self, job):
+        raise NotImplementedError
+
+    def relay(self, worker) -> None:
+        """Connect the worker's own signals (progress, ...) to this runner's."""
 
     @property
     def running(self) -> bool:
         return self._thread is not None
 
-    def start(self, job: Callable[[Callable, Callable], object]) -> None:
+    def start(self, job) -> None:
         if self.running:
-            raise RuntimeError("a tuning job is already running")
-        worker, thread = TuneWorker(job), QThread(self)
+            raise RuntimeError(f"{self.what} is already running")
+        worker, thread = self.make_worker(job), QThread(self)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
-        worker.progress.connect(self.progress)
-        worker.phase.connect(self.phase)
+        self.relay(worker)
         worker.finished.connect(self._on_finished)  # queued: the runner lives on the UI thread
         worker.failed.connect(self._on_failed)
         self._worker, self._thread = worker, thread
@@ -476,8 +481,8 @@ class TuneRunner(QObject):
             thread.deleteLater()
 
     def shutdown(self, wait_ms: int | None = None) -> bool:
-        """Cancel the job and stop its thread; True when it ended (a held-out measurement
-        cannot be interrupted: the job stops at its next training step)."""
+        """Cancel the job and stop its thread; True when it ended (a model call in progress
+        finishes first: the job stops at its next step)."""
         if self._thread is None:
             return True
         self.cancel()
@@ -486,3 +491,18 @@ class TuneRunner(QObject):
         if ended:
             self._thread = self._worker = None
         return ended
+
+
+class TuneRunner(JobRunner):
+    """A tuning job's runner: relays its step progress and phase."""
+
+    progress = Signal(int, int)
+    phase = Signal(str)
+    what = "a tuning job"
+
+    def make_worker(self, job: Callable[[Callable, Callable], object]) -> TuneWorker:
+        return TuneWorker(job)
+
+    def relay(self, worker: TuneWorker) -> None:
+        worker.progress.connect(self.progress)
+        worker.phase.connect(self.phase)

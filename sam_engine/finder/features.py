@@ -2,12 +2,15 @@
 
 This is the feature source of the default engines: the classic and learned engines have no
 image embedding, so teach-by-example and golden samples describe each pixel with a small
-multi-scale filter bank on luminance instead. At each scale sigma (pixels of the working
-image): Gaussian-smoothed intensity, gradient magnitude, the two Hessian eigenvalues (the
-ridge / line response of cracks and scratches; their sum is the Laplacian) and the local
-standard deviation (texture energy); plus two colour opponents. Every channel is normalised
-against the image's own background, (x - median) / (1.4826 MAD), then compressed
-(sign * log1p |z|), so an example taught on one exposure transfers to another.
+multi-scale filter bank on log luminance instead (on a log scale lighting multiplies nothing:
+a defect in a shadow keeps its contrast). At each scale sigma (pixels of the working image):
+Gaussian-smoothed intensity less a wide background (2 x the largest sigma: lighting gradients
+and vignetting drop out), gradient magnitude, the two Hessian eigenvalues (the ridge / line
+response of cracks and scratches; their sum is the Laplacian, a difference of Gaussians) and
+the local standard deviation (texture energy); plus two colour opponents (log red - green,
+log yellow - blue). Every channel is normalised against the image's own background,
+(x - median) / (1.4826 MAD), then compressed (sign * log1p |z|), so an example taught on one
+exposure transfers to another.
 
 Geometry: the image is shrunk so its long side is at most `max_side` (never enlarged), the
 filters run there, and the result is averaged down to a grid whose long side is at most
@@ -43,6 +46,7 @@ from sam_engine.learned.weights import (
 
 FEATURES_VERSION = "filters-v1"  # recorded in every model; a change here needs teaching again
 MAD_FLOOR = 0.01  # spread floor, log-luminance units (1 %): a flat image stays flat, not noise
+Z_CLIP = 30.0  # uncompressed features: robust deviations kept
 STATS_CELLS = 8192  # cells sampled for the median / MAD of each channel
 LOG_EPS = 1 / 64  # log(luminance + LOG_EPS): relative contrast, bounded in the blacks
 
@@ -50,12 +54,14 @@ LOG_EPS = 1 / 64  # log(luminance + LOG_EPS): relative contrast, bounded in the 
 @dataclass(frozen=True)
 class FeatureSettings:
     """Where and at which scales the filter bank runs. scales: Gaussian sigmas, working-image
-    pixels; max_side / grid_side: long side of the working image / of the feature grid."""
+    pixels; max_side / grid_side: long side of the working image / of the feature grid;
+    compress: log-compress the normalised features (else clip them; robust_normalise)."""
 
     scales: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     max_side: int = 512
     grid_side: int = 256
     colour: bool = True
+    compress: bool = True
 
     def to_dict(self) -> dict:
         return {**asdict(self), "scales": list(self.scales), "version": FEATURES_VERSION}
@@ -66,7 +72,7 @@ class FeatureSettings:
             raise CheckpointError(f"the model was taught on features {d.get('version')!r}; this "
                                   f"version computes {FEATURES_VERSION}: teach it again")
         return cls(tuple(float(s) for s in d["scales"]), int(d["max_side"]),
-                   int(d["grid_side"]), bool(d["colour"]))
+                   int(d["grid_side"]), bool(d["colour"]), bool(d.get("compress", True)))
 
 
 @dataclass(frozen=True)
@@ -112,17 +118,21 @@ def feature_names(settings: FeatureSettings) -> tuple[str, ...]:
     return tuple(names + (["red_green", "yellow_blue"] if settings.colour else []))
 
 
-def robust_normalise(values: np.ndarray, floor: float = MAD_FLOOR) -> np.ndarray:
-    """Each channel of (h, w, C) against the image's own background: (x - median) / spread,
-    spread = max(1.4826 MAD, floor), then sign * log1p |z| (large responses stay ordered but
-    one bright pixel cannot dominate a linear model or a distance). The median and MAD come
-    from at most STATS_CELLS evenly spread cells."""
+def robust_normalise(values: np.ndarray, floor: float = MAD_FLOOR,
+                     compress: bool = True) -> np.ndarray:
+    """Each channel of (h, w, C) against the image's own background: z = (x - median) /
+    spread, spread = max(1.4826 MAD, floor); then compressed, sign * log1p |z| (large
+    responses stay ordered but one bright pixel cannot dominate a linear model), or only
+    clipped to +-Z_CLIP (distances keep a strong anomaly far from everything). The median and
+    MAD come from at most STATS_CELLS evenly spread cells."""
     flat = values.reshape(-1, values.shape[-1])
     step = max(1, len(flat) // STATS_CELLS)
     sample = np.ascontiguousarray(flat[::step].T)  # (C, n): each channel contiguous
     med = np.median(sample, axis=1)
     mad = np.median(np.abs(sample - med[:, None]), axis=1) * 1.4826
     z = (values - med.astype(np.float32)) / np.maximum(mad, floor).astype(np.float32)
+    if not compress:
+        return np.clip(z, -Z_CLIP, Z_CLIP).astype(np.float32, copy=False)
     return np.copysign(np.log1p(np.abs(z)), z).astype(np.float32, copy=False)
 
 
@@ -171,10 +181,10 @@ def pixel_features(rgb: np.ndarray, settings: FeatureSettings = FeatureSettings(
     x = img.astype(np.float32) / np.float32(255.0)
     if (wh, ww) != size:
         x = cv2.resize(x, (ww, wh), interpolation=cv2.INTER_AREA)
-    logs = np.log(x + np.float32(LOG_EPS))
     lum = np.log(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) + np.float32(LOG_EPS))
     chans = _filters(lum, settings.scales)
     if settings.colour:
+        logs = np.log(x + np.float32(LOG_EPS))
         r, g, b = (cv2.GaussianBlur(logs[..., i], (0, 0), 2.0) for i in range(3))
         chans += [r - g, (r + g) / 2 - b]
     stack = np.stack(chans, axis=-1)
@@ -183,7 +193,8 @@ def pixel_features(rgb: np.ndarray, settings: FeatureSettings = FeatureSettings(
         stack = np.concatenate([
             cv2.resize(stack[..., i:i + 4], (gw, gh), interpolation=cv2.INTER_AREA)
             .reshape(gh, gw, -1) for i in range(0, stack.shape[2], 4)], axis=-1)
-    return FeatureMap(robust_normalise(stack), size, feature_names(settings), FEATURES_VERSION)
+    return FeatureMap(robust_normalise(stack, compress=settings.compress), size,
+                      feature_names(settings), FEATURES_VERSION)
 
 
 def embedding_features(embedding: np.ndarray, image_size: tuple[int, int],

@@ -13,9 +13,9 @@ Finding: per wanted class its probability map; a cell is a defect where the high
 probability passes the threshold and its logit also stands out from the rest of its own image
 (at least `contrast` robust deviations above the image's median logit: on a busy surface
 whose every streak looks a little like the examples, only what is unusual there is kept).
-The result is brought to image size; components are grouped as the
-finder groups them (preprocess.group_components), small ones dropped, each takes the class
-with the most probability over it; score = mean probability.
+The result is brought to image size; components are grouped as the finder groups them
+(preprocess.group_components), small ones dropped, each takes the class with the most
+probability over it; score = mean probability.
 
 numpy + OpenCV + scipy + safetensors.numpy only: runs on the torch-free line controller.
 """
@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
@@ -45,7 +46,7 @@ from sam_engine.finder.types import SOURCE_EXAMPLES, Found
 from sam_engine.learned.weights import ModelManifest
 
 EXAMPLES_KIND = "examples"  # manifest net["kind"]
-DEFAULT_POST = PostSettings(threshold=0.99, min_area=20, group_radius=0.02)
+DEFAULT_POST = PostSettings(threshold=0.99, min_area=20, min_score=0.0, group_radius=0.02)
 DEFAULT_CONTRAST = 3.5  # robust deviations of the logit above its image's median
 
 
@@ -69,10 +70,11 @@ class Example:
 
 @dataclass(frozen=True)
 class TeachSettings:
-    """How the probes are fitted. positive / negative: a cell's mask coverage to count as the
-    defect / the largest coverage within one cell of it to count as background; l2: ridge
-    penalty on standardised features; max_samples: cells per class and side (subsampled);
-    post / contrast: the model's default finding thresholds (see the module docstring)."""
+    """How the probes are fitted. positive: the share of a cell the mask must cover for the
+    cell to be the defect (cells within one cell of a mask are never background); l2: ridge
+    penalty on standardised inputs; max_samples: cells per class and side (subsampled);
+    post / contrast: the model's default finding thresholds (see the module docstring),
+    chosen on synthetic parts (synthetic.hard)."""
 
     features: FeatureSettings = field(default_factory=FeatureSettings)
     post: PostSettings = DEFAULT_POST
@@ -84,9 +86,8 @@ class TeachSettings:
 
     def to_dict(self) -> dict:
         return {"features": self.features.to_dict(), "post": self.post.to_dict(),
-                "contrast": self.contrast,
-                "positive": self.positive, "l2": self.l2, "max_samples": self.max_samples,
-                "seed": self.seed}
+                "contrast": self.contrast, "positive": self.positive, "l2": self.l2,
+                "max_samples": self.max_samples, "seed": self.seed}
 
 
 FeatureFn = Callable[[np.ndarray], FeatureMap]
@@ -226,16 +227,15 @@ def design(x: np.ndarray) -> np.ndarray:
 
 def _cells(fmap: FeatureMap, masks: dict[str, np.ndarray], ignore: np.ndarray,
            positive: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per class: bool (h, w) positive cells and negative cells of one image."""
-    import cv2
-
+    """Per class: bool (h, w) positive cells and negative cells of one image. A mask thinner
+    than `positive` of a cell (a hairline crack on a coarse grid) takes its best-covered cells."""
     near = np.ones((3, 3), np.uint8)
     cover = {c: fmap.coverage(m) for c, m in masks.items()}
     blocked = cv2.dilate((fmap.coverage(ignore) > 0).astype(np.uint8), near) > 0
     pos, neg = {}, {}
     for c, cv in cover.items():
         touched = cv2.dilate((cv > 0).astype(np.uint8), near) > 0
-        pos[c] = cv >= positive
+        pos[c] = cv >= min(positive, 0.5 * float(cv.max())) if cv.max() > 0 else cv > 0
         neg[c] = ~touched & ~blocked
     return pos, neg
 
@@ -260,15 +260,19 @@ def _fit_probe(xp: np.ndarray, xn: np.ndarray, l2: float) -> tuple[np.ndarray, f
 
 def teach(examples: Sequence[Example], settings: TeachSettings = TeachSettings(),
           negatives: Sequence[np.ndarray] = (), features: FeatureFn | None = None,
-          feature_source: str = FEATURES_VERSION) -> ExampleModel:
+          feature_source: str | None = None) -> ExampleModel:
     """Fit one probe per class of the examples.
 
-    negatives: images known to hold none of the classes (clean parts): all their cells are
-    background. features: rgb -> FeatureMap for another feature source (named by
-    feature_source); default: the filter bank with settings.features.
+    Examples that share an image (the same array) are taught together: none of them is
+    background for another. negatives: images known to hold none of the classes (clean
+    parts): all their cells are background. features: rgb -> FeatureMap for another feature
+    source (named by feature_source); default: the filter bank with settings.features.
     """
     if not examples:
         raise TeachError("no examples to teach from: give at least one accepted defect")
+    if (features is None) != (feature_source is None):
+        raise ValueError("give features and feature_source together (another feature "
+                         "source), or neither (the filter bank)")
     fn = features or (lambda rgb: pixel_features(rgb, settings.features))
     rng = np.random.default_rng(settings.seed)
     n_examples: dict[str, int] = {}
@@ -327,7 +331,7 @@ def teach(examples: Sequence[Example], settings: TeachSettings = TeachSettings()
         wc, bc = _fit_probe((xp - mean) / scale, (xn - mean) / scale, settings.l2)
         w.append(wc)
         b.append(bc)
-    source = feature_source if features is not None else FEATURES_VERSION
+    source = feature_source or FEATURES_VERSION
     return ExampleModel(classes, np.array(w, np.float32), np.array(b, np.float32),
                         mean.astype(np.float32), scale.astype(np.float32), n_examples,
                         settings.features, settings.post, settings.contrast, source)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sam_engine.finder.preprocess import VERSION, FinderGeometry
+from sam_engine.learned.model import conv_block
 
 ARCH = "finder-unet-v1"
 
@@ -45,13 +46,6 @@ class FinderConfig:
                    geometry=FinderGeometry.from_dict(d["geometry"]))
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True))
-
-
 class FinderNet(nn.Module):
     """U-Net over len(widths) levels; forward returns logits (B, 1 + classes, H, W)."""
 
@@ -59,9 +53,9 @@ class FinderNet(nn.Module):
         super().__init__()
         self.config = config
         w = config.widths
-        self.down = nn.ModuleList([_block(3, w[0])]
-                                  + [_block(w[i - 1], w[i]) for i in range(1, len(w))])
-        self.up = nn.ModuleList([_block(w[i + 1] + w[i], w[i]) for i in range(len(w) - 1)])
+        self.down = nn.ModuleList([conv_block(3, w[0])]
+                                  + [conv_block(w[i - 1], w[i]) for i in range(1, len(w))])
+        self.up = nn.ModuleList([conv_block(w[i + 1] + w[i], w[i]) for i in range(len(w) - 1)])
         self.head = nn.Conv2d(w[0], 1 + len(config.classes), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

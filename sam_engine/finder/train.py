@@ -14,7 +14,6 @@ match. Deterministic per seed on a CPU; uses a GPU when there is one.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -31,8 +30,11 @@ from sam_engine.errors import SamEngineError
 from sam_engine.finder.model import FinderNet
 from sam_engine.finder.preprocess import FinderGeometry, finder_input
 from sam_engine.learned.data import TrainImage
-from sam_engine.learned.train import TrainingInterrupted
-from sam_engine.learned.weights import write_atomic
+from sam_engine.learned.train import (
+    TrainingInterrupted,
+    resume_checkpoint,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +133,6 @@ def losses(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
     return ce + dice_weight * dice
 
 
-def _save(path: Path, model, opt, sched, step: int, rng, meta: dict, hist: list[float]) -> None:
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict(), "step": step, "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(), "meta": meta, "losses": hist}, buf)
-    write_atomic(path, buf.getvalue())
-
-
 def train_finder(model: FinderNet, images: Sequence[TrainImage],
                  clean: Sequence[np.ndarray] = (), settings: FinderSettings = FinderSettings(),
                  *, checkpoint: str | Path | None = None, data_digest: str = "",
@@ -177,26 +171,8 @@ def train_finder(model: FinderNet, images: Sequence[TrainImage],
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     meta = {"settings": s.to_dict(), "data": data_digest, "net": model.config.to_dict(),
             "clean": len(negatives)}
-    start, hist = 0, []
     ck = Path(checkpoint) if checkpoint else None
-    if ck is not None and ck.is_file():
-        try:
-            state = torch.load(ck, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: say so, start over
-            log.warning("checkpoint %s is unreadable (%s); starting from the beginning", ck, exc)
-            state = None
-        if state is not None:
-            if state.get("meta") != meta:
-                raise SamEngineError(
-                    f"checkpoint {ck} was written for other settings or data; delete it or "
-                    "pass --restart to start over")
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            start, hist = int(state["step"]), list(state.get("losses", []))
-            log.info("resuming %s from step %d", ck, start)
+    start, hist = resume_checkpoint(ck, meta, model, opt, sched, rng)
     t0 = time.perf_counter()
     bar = tqdm(total=s.steps, initial=start, disable=not progress, desc=desc, unit="step")
     step = start
@@ -229,10 +205,10 @@ def train_finder(model: FinderNet, images: Sequence[TrainImage],
             if on_step is not None:
                 on_step(step, value)
             if ck is not None and (step % s.checkpoint_every == 0 or step == s.steps):
-                _save(ck, model, opt, sched, step, rng, meta, hist)
+                save_checkpoint(ck, model, opt, sched, step, rng, meta, hist)
     except KeyboardInterrupt:
         if ck is not None:
-            _save(ck, model, opt, sched, step, rng, meta, hist)
+            save_checkpoint(ck, model, opt, sched, step, rng, meta, hist)
             bar.close()
             raise TrainingInterrupted(f"stopped at step {step}/{s.steps}; the checkpoint {ck} "
                                       "keeps it: run the same command again to resume") from None

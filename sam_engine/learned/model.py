@@ -43,7 +43,8 @@ class NetConfig:
                    geometry=CropGeometry.from_dict(d["geometry"]))
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    """Two 3x3 convolutions with batch norm and ReLU: one U-Net level (also the finder's)."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
@@ -57,9 +58,9 @@ class CropUNet(nn.Module):
         super().__init__()
         self.config = config
         w = config.widths
-        self.down = nn.ModuleList([_block(IN_CHANNELS, w[0])]
-                                  + [_block(w[i - 1], w[i]) for i in range(1, len(w))])
-        self.up = nn.ModuleList([_block(w[i + 1] + w[i], w[i]) for i in range(len(w) - 1)])
+        self.down = nn.ModuleList([conv_block(IN_CHANNELS, w[0])]
+                                  + [conv_block(w[i - 1], w[i]) for i in range(1, len(w))])
+        self.up = nn.ModuleList([conv_block(w[i + 1] + w[i], w[i]) for i in range(len(w) - 1)])
         self.head = nn.Conv2d(w[0], 1, 1)
         self.iou = nn.Sequential(nn.Linear(2 * w[-1] + 2 * w[0], 64), nn.ReLU(inplace=True),
                                  nn.Linear(64, 1))

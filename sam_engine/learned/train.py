@@ -151,12 +151,40 @@ def losses(logits: torch.Tensor, iou: torch.Tensor, target: torch.Tensor,
     return bce + dice.mean(), F.mse_loss(iou[:, 0], true_iou)
 
 
-def _save(path: Path, model, opt, sched, step: int, rng, meta: dict, losses_: list[float]):
+def save_checkpoint(path: Path, model, opt, sched, step: int, rng, meta: dict,
+                    losses_: list[float]) -> None:
+    """Write a training checkpoint atomically: weights, optimiser, schedule, step, random
+    states, the run's meta (settings, data digest, net) and the loss history."""
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                 "sched": sched.state_dict(), "step": step, "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(), "meta": meta, "losses": losses_}, buf)
     write_atomic(path, buf.getvalue())
+
+
+def resume_checkpoint(ck: Path | None, meta: dict, model, opt, sched,
+                      rng) -> tuple[int, list[float]]:
+    """(step, loss history) restored from ck into model, opt, sched and the random states;
+    (0, []) without one or with an unreadable one (logged). A checkpoint of other settings or
+    data is refused."""
+    if ck is None or not ck.is_file():
+        return 0, []
+    try:
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: say so, start over
+        log.warning("checkpoint %s is unreadable (%s); starting from the beginning", ck, exc)
+        return 0, []
+    if state.get("meta") != meta:
+        raise SamEngineError(
+            f"checkpoint {ck} was written for other settings or data; delete it or "
+            "pass --restart to start over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resuming %s from step %d", ck, int(state["step"]))
+    return int(state["step"]), list(state.get("losses", []))
 
 
 def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = TrainSettings(),
@@ -184,26 +212,8 @@ def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = T
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     meta = {"settings": s.to_dict(), "data": data_digest, "net": model.config.to_dict()}
-    start, hist = 0, []
     ck = Path(checkpoint) if checkpoint else None
-    if ck is not None and ck.is_file():
-        try:
-            state = torch.load(ck, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: say so, start over
-            log.warning("checkpoint %s is unreadable (%s); starting from the beginning", ck, exc)
-            state = None
-        if state is not None:
-            if state.get("meta") != meta:
-                raise SamEngineError(
-                    f"checkpoint {ck} was written for other settings or data; delete it or "
-                    "pass --restart to start over")
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            start, hist = int(state["step"]), list(state.get("losses", []))
-            log.info("resuming %s from step %d", ck, start)
+    start, hist = resume_checkpoint(ck, meta, model, opt, sched, rng)
     n_cand = {"box": len(g.box_margins), "click": len(g.click_sides)}
     t0 = time.perf_counter()
     bar = tqdm(total=s.steps, initial=start, disable=not progress, desc=desc, unit="step")
@@ -260,10 +270,10 @@ def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = T
             if on_step is not None:
                 on_step(step, value)
             if ck is not None and (step % s.checkpoint_every == 0 or step == s.steps):
-                _save(ck, model, opt, sched, step, rng, meta, hist)
+                save_checkpoint(ck, model, opt, sched, step, rng, meta, hist)
     except KeyboardInterrupt:
         if ck is not None:
-            _save(ck, model, opt, sched, step, rng, meta, hist)
+            save_checkpoint(ck, model, opt, sched, step, rng, meta, hist)
             bar.close()
             raise TrainingInterrupted(f"stopped at step {step}/{s.steps}; the checkpoint {ck} "
                                       "keeps it: run the same command again to resume") from None
