@@ -296,3 +296,17 @@ def test_batch_find_with_a_class_nobody_knows_stops_before_the_run(tiny, tmp_pat
     with pytest.raises(SamEngineError, match="teach --class crack"):
         run_batch(BatchConfig(input=src, out=tmp_path / "out", find=("crack",),
                               finder=str(tiny), engine="classic", quiet=True))
+
+
+def test_golden_samples_alone_do_not_stand_in_for_a_class_asked_for(tmp_path):
+    from app.finding.plan import FindError, plan_find
+    from sam_engine.finder.anomaly import fit_golden
+
+    rng = np.random.default_rng(0)
+    good = [rng.normal(128, 4, (64, 64, 3)).clip(0, 255).astype(np.uint8) for _ in range(3)]
+    folder = tmp_path / "gold" / "1"
+    fit_golden(good).save(folder, "gold", "1")
+    with pytest.raises(FindError, match="teach --class crack"):
+        plan_find(["crack"], golden=str(folder))
+    plan = plan_find(None, golden=str(folder))
+    assert plan.golden is not None and plan.wanted == ()

@@ -134,9 +134,9 @@ def plan_find(wanted: Sequence[str] | None = None, recipe=None, *, finder: str |
                         + "; " + how_to_teach(cls))
     what = " and ".join(w for w, m in (("the finder", fnd), ("the taught examples", ex))
                         if m is not None) or "nothing"
-    if known:
+    if known or wanted:  # classes asked for by name must be known, golden samples or not
         chosen, rest = choose_classes(known, wanted, recipe_classes, what)
-    else:
+    else:  # golden samples alone: the recipe's classes are not looked for, unknowns are
         chosen, rest = (), tuple(recipe_classes or ())
     by_f = tuple(c for c in chosen if c in known_f)
     by_e = tuple(c for c in chosen if c not in known_f)
