@@ -175,10 +175,11 @@ def test_cli_teach_from_one_example_saves_and_promotes(tmp_path, examples, capsy
     rc = cli.main(["teach", "--class", KIND, "--example", str(img), "--mask", str(mask),
                    "--recipe-name", "bracket"])
     out = capsys.readouterr().out
-    assert rc == 0 and "bracket@1" in out and "1 examples" in out
+    assert rc == 0 and "bracket-examples@1" in out and "1 examples" in out
     promo = registry.promoted_for("bracket", section="examples")
-    assert promo is not None and promo.model_id == "bracket@1"
-    assert load_examples(registry.model_dir("bracket", "1")).classes == (KIND,)
+    assert promo is not None and promo.model_id == "bracket-examples@1"
+    assert load_examples(registry.model_dir("bracket-examples", "1")).classes == (KIND,)
+    assert registry.versions("bracket") == []  # the recipe's own name is its prompt model's
 
 
 def test_cli_teach_from_the_store_takes_accepted_defects_of_the_recipe(tmp_path, examples,
@@ -198,8 +199,8 @@ def test_cli_teach_from_the_store_takes_accepted_defects_of_the_recipe(tmp_path,
     assert cli.main(["teach", "--class", KIND, "--db", str(db), "--recipe", "partA",
                      "--max", "2"]) == 0
     out = capsys.readouterr().out
-    assert "partA@1" in out and "2 examples" in out and "now finds inclusion" in out
-    assert registry.promoted_for("partA", section="examples").model_id == "partA@1"
+    assert "partA-examples@1" in out and "2 examples" in out and "now finds inclusion" in out
+    assert registry.promoted_for("partA", section="examples").model_id == "partA-examples@1"
 
 
 def test_cli_teach_refuses_bad_input(tmp_path, examples, capsys):

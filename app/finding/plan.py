@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,6 @@ class FindPlan:
     by_finder: tuple[str, ...] = ()
     by_examples: tuple[str, ...] = ()
     not_looked_for: tuple[str, ...] = ()
-    notes: list[str] = field(default_factory=list)
 
     @property
     def model_id(self) -> str:

@@ -36,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="with --folder: only this dataset or class of the manifest")
     p.add_argument("--max", type=int, metavar="N", help="at most N examples per class (the "
                    "first ones read)")
-    p.add_argument("--name", help="the model's name in the registry (default: the recipe "
-                   "name, else examples-<class>)")
+    p.add_argument("--name", help="the model's name in the registry (default: "
+                   "<recipe>-examples, else examples-<class>)")
     p.add_argument("--recipe-name", metavar="PART",
                    help="promote the model for this recipe (default: --recipe, if given)")
     p.set_defaults(func=run)
@@ -114,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     except TeachError as exc:
         raise SamEngineError(str(exc)) from None
     recipe = args.recipe_name or args.recipe
-    name = args.name or recipe or f"examples-{'-'.join(model.classes)}"
+    # its own name: the recipe's name alone is its tuned prompt model's (`tune`)
+    name = args.name or (f"{recipe}-examples" if recipe else
+                         f"examples-{'-'.join(model.classes)}")
     version = registry.next_version(name)
     folder = registry.model_dir(name, version)
     manifest = model.save(folder, name, version, data={
