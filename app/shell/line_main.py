@@ -198,10 +198,10 @@ class LineClasses:
     not_looked_for: tuple[str, ...] = ()
 
 
-def plan_find(finder_classes: Sequence[str], finder_id: str, recipe=None,
-              find: Sequence[str] | None = None) -> LineClasses:
-    """The classes to look for (app.finding.classes.choose_classes: `find`'s, every one known to the
-    finder; else the recipe's it knows; else all the finder's)."""
+def line_classes(finder_classes: Sequence[str], finder_id: str, recipe=None,
+                 find: Sequence[str] | None = None) -> LineClasses:
+    """The classes to look for (app.finding.classes.choose_classes: `find`'s, every one known
+    to the finder; else the recipe's it knows; else all the finder's)."""
     from app.finding.classes import FindError, choose_classes
 
     try:
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                                 prefer_tensorrt=args.tensorrt)
             load_ms = (time.perf_counter() - t0) * 1e3
             find = [c.strip() for c in args.find.split(",") if c.strip()] if args.find else None
-            plan = plan_find(finder.classes, finder.model_id, recipe, find)
+            plan = line_classes(finder.classes, finder.model_id, recipe, find)
             if plan.not_looked_for:
                 why = "--find leaves them out" if find else "it does not know them"
                 print(f"sam-inspect-line: warning: recipe {recipe.name} class(es) "
