@@ -15,8 +15,6 @@ match. Deterministic per seed on a CPU; uses a GPU when there is one.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,11 +28,7 @@ from sam_engine.errors import SamEngineError
 from sam_engine.finder.model import FinderNet
 from sam_engine.finder.preprocess import FinderGeometry, finder_input
 from sam_engine.learned.data import TrainImage
-from sam_engine.learned.train import (
-    TrainingInterrupted,
-    resume_checkpoint,
-    save_checkpoint,
-)
+from sam_engine.learned.train import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +133,6 @@ def train_finder(model: FinderNet, images: Sequence[TrainImage],
                  progress: bool = True, on_step: Callable[[int, float], None] | None = None,
                  desc: str = "finder") -> FinderTrainReport:
     """Train model in place on images (instances of model.config.classes) and clean images."""
-    from tqdm import tqdm
-
     s = settings
     classes = model.config.classes
     g = model.config.geometry
@@ -161,61 +153,27 @@ def train_finder(model: FinderNet, images: Sequence[TrainImage],
     rng = np.random.default_rng(s.seed)
     model.to(device=device, memory_format=torch.channels_last)
     weights = weights.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if step < s.warmup:
-            return (step + 1) / s.warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - s.warmup) / max(1, s.steps - s.warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     meta = {"settings": s.to_dict(), "data": data_digest, "net": model.config.to_dict(),
             "clean": len(negatives)}
-    ck = Path(checkpoint) if checkpoint else None
-    start, hist = resume_checkpoint(ck, meta, model, opt, sched, rng)
-    t0 = time.perf_counter()
-    bar = tqdm(total=s.steps, initial=start, disable=not progress, desc=desc, unit="step")
-    step = start
-    try:
-        while step < s.steps:
-            model.train()
-            xs, ts, vs = [], [], []
-            for _ in range(s.batch):
-                use_clean = negatives and rng.random() < s.clean_share
-                pool = negatives if use_clean else defective
-                p = pool[int(rng.integers(len(pool)))]
-                x, t, v = _crop(p, s.crop, rng, not use_clean)
-                xs.append(x)
-                ts.append(t)
-                vs.append(v)
-            x = torch.from_numpy(np.stack(xs)).to(device).contiguous(
-                memory_format=torch.channels_last)
-            t = torch.from_numpy(np.stack(ts)).to(device)
-            v = torch.from_numpy(np.stack(vs)).to(device)
-            loss = losses(model(x), t, v, weights, s.dice_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            value = float(loss.detach())
-            hist.append(value)
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(hist[-20:]):.3f}")
-            if on_step is not None:
-                on_step(step, value)
-            if ck is not None and (step % s.checkpoint_every == 0 or step == s.steps):
-                save_checkpoint(ck, model, opt, sched, step, rng, meta, hist)
-    except KeyboardInterrupt:
-        if ck is not None:
-            save_checkpoint(ck, model, opt, sched, step, rng, meta, hist)
-            bar.close()
-            raise TrainingInterrupted(f"stopped at step {step}/{s.steps}; the checkpoint {ck} "
-                                      "keeps it: run the same command again to resume") from None
-        raise
-    finally:
-        bar.close()
+
+    def batch_loss() -> torch.Tensor:
+        xs, ts, vs = [], [], []
+        for _ in range(s.batch):
+            use_clean = negatives and rng.random() < s.clean_share
+            pool = negatives if use_clean else defective
+            p = pool[int(rng.integers(len(pool)))]
+            x, t, v = _crop(p, s.crop, rng, not use_clean)
+            xs.append(x)
+            ts.append(t)
+            vs.append(v)
+        x = torch.from_numpy(np.stack(xs)).to(device).contiguous(
+            memory_format=torch.channels_last)
+        t = torch.from_numpy(np.stack(ts)).to(device)
+        v = torch.from_numpy(np.stack(vs)).to(device)
+        return losses(model(x), t, v, weights, s.dice_weight)
+
+    done = run_steps(model, s, batch_loss, meta=meta, rng=rng, checkpoint=checkpoint,
+                     progress=progress, on_step=on_step, desc=desc)
     model.eval()
     model.to("cpu", memory_format=torch.contiguous_format)
-    return FinderTrainReport(step, time.perf_counter() - t0,
-                             float(np.mean(hist[-20:])) if hist else float("nan"), device)
+    return FinderTrainReport(done.step, done.seconds, done.final_loss, device)

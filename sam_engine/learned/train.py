@@ -187,22 +187,33 @@ def resume_checkpoint(ck: Path | None, meta: dict, model, opt, sched,
     return int(state["step"]), list(state.get("losses", []))
 
 
-def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = TrainSettings(),
-          *, checkpoint: str | Path | None = None, data_digest: str = "",
-          progress: bool = True, on_step: Callable[[int, float], None] | None = None,
-          desc: str = "tune") -> TrainReport:
-    """Train model in place on the images' instances; resumable through `checkpoint`."""
+@dataclass(frozen=True)
+class StepsDone:
+    """What run_steps did: the step it resumed from, the last step, the loss of every step
+    (resumed ones too) and the seconds this run took."""
+
+    start: int
+    step: int
+    losses: list[float]
+    seconds: float
+
+    @property
+    def final_loss(self) -> float:
+        return float(np.mean(self.losses[-20:])) if self.losses else float("nan")
+
+
+def run_steps(model, settings, batch_loss: Callable[[], torch.Tensor], *, meta: dict, rng,
+              checkpoint: str | Path | None = None, progress: bool = True,
+              on_step: Callable[[int, float], None] | None = None,
+              desc: str = "train") -> StepsDone:
+    """The training loop every trainer here shares: AdamW (settings.lr, weight_decay) with a
+    linear warm-up over settings.warmup steps and a cosine decay to settings.steps; a progress
+    bar; a checkpoint every settings.checkpoint_every steps, at the end and on Ctrl-C (then
+    TrainingInterrupted); resumed from `checkpoint` when its meta matches. batch_loss()
+    draws one batch and returns its loss (the model is in train mode when it is called)."""
     from tqdm import tqdm
 
-    table = _instance_table(images)
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when there is one
-    model.to(device=device, memory_format=torch.channels_last)
-    if not table:
-        raise SamEngineError("no defect instances to train on")
-    g = model.config.geometry
     s = settings
-    torch.manual_seed(s.seed)
-    rng = np.random.default_rng(s.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
 
     def lr_at(step: int) -> float:
@@ -211,53 +222,15 @@ def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = T
         return 0.5 * (1 + math.cos(math.pi * (step - s.warmup) / max(1, s.steps - s.warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    meta = {"settings": s.to_dict(), "data": data_digest, "net": model.config.to_dict()}
     ck = Path(checkpoint) if checkpoint else None
     start, hist = resume_checkpoint(ck, meta, model, opt, sched, rng)
-    n_cand = {"box": len(g.box_margins), "click": len(g.click_sides)}
     t0 = time.perf_counter()
     bar = tqdm(total=s.steps, initial=start, disable=not progress, desc=desc, unit="step")
     step = start
     try:
         while step < s.steps:
             model.train()
-            picks = [table[int(k)] for k in rng.integers(len(table), size=s.batch)]
-            samples, firsts = [], []
-            for i, j in picks:
-                im, inst = images[i], images[i].instances[j]
-                box, pts, lab = _first_prompt(inst.mask, rng, s)
-                cand = int(rng.integers(n_cand["box" if box is not None else "click"]))
-                refine = rng.random() < s.p_refine
-                smp, win = _sample(im.rgb, inst.mask, g, box, pts, lab, cand, None)
-                samples.append(smp)
-                firsts.append((refine, im, inst, box, pts, lab, cand, win))
-            if any(f[0] for f in firsts):
-                idx = [k for k, f in enumerate(firsts) if f[0]]
-                model.eval()
-                with torch.no_grad():
-                    lo, _ = model(torch.from_numpy(np.stack([samples[k].x for k in idx]))
-                                  .to(device))
-                model.train()
-                for k, lg in zip(idx, lo[:, 0].cpu().numpy(), strict=True):
-                    _, im, inst, box, pts, lab, cand, win = firsts[k]
-                    low = logits_to_low_res(lg, win, im.size)
-                    click = corrective_click(low_res_to_mask(low, im.size), inst.mask, rng)
-                    if click is None:
-                        continue
-                    p2 = click[0][None] if pts is None else np.concatenate([pts, click[0][None]])
-                    l2 = np.array([click[1]]) if lab is None else np.concatenate(
-                        [lab, [click[1]]])
-                    samples[k], _ = _sample(im.rgb, inst.mask, g, box, p2, l2, cand, low)
-            x = torch.from_numpy(np.stack([smp.x for smp in samples]))
-            t = torch.from_numpy(np.stack([smp.target for smp in samples]))[:, None]
-            x, t = _augment(x, t, rng)
-            x = x.to(device).contiguous(memory_format=torch.channels_last)  # faster on a CPU
-            t = t.to(device)
-            area = torch.tensor([smp.gt_area for smp in samples], dtype=torch.float32,
-                                device=device)
-            logits, iou = model(x)
-            seg, iou_loss = losses(logits, iou, t, area)
-            loss = seg + s.iou_weight * iou_loss
+            loss = batch_loss()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -280,7 +253,67 @@ def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = T
         raise
     finally:
         bar.close()
+    return StepsDone(start, step, hist, time.perf_counter() - t0)
+
+
+def train(model: CropUNet, images: list[TrainImage], settings: TrainSettings = TrainSettings(),
+          *, checkpoint: str | Path | None = None, data_digest: str = "",
+          progress: bool = True, on_step: Callable[[int, float], None] | None = None,
+          desc: str = "tune") -> TrainReport:
+    """Train model in place on the images' instances; resumable through `checkpoint`."""
+    table = _instance_table(images)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when there is one
+    model.to(device=device, memory_format=torch.channels_last)
+    if not table:
+        raise SamEngineError("no defect instances to train on")
+    g = model.config.geometry
+    s = settings
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+    meta = {"settings": s.to_dict(), "data": data_digest, "net": model.config.to_dict()}
+    n_cand = {"box": len(g.box_margins), "click": len(g.click_sides)}
+
+    def batch_loss() -> torch.Tensor:
+        picks = [table[int(k)] for k in rng.integers(len(table), size=s.batch)]
+        samples, firsts = [], []
+        for i, j in picks:
+            im, inst = images[i], images[i].instances[j]
+            box, pts, lab = _first_prompt(inst.mask, rng, s)
+            cand = int(rng.integers(n_cand["box" if box is not None else "click"]))
+            refine = rng.random() < s.p_refine
+            smp, win = _sample(im.rgb, inst.mask, g, box, pts, lab, cand, None)
+            samples.append(smp)
+            firsts.append((refine, im, inst, box, pts, lab, cand, win))
+        if any(f[0] for f in firsts):
+            idx = [k for k, f in enumerate(firsts) if f[0]]
+            model.eval()
+            with torch.no_grad():
+                lo, _ = model(torch.from_numpy(np.stack([samples[k].x for k in idx]))
+                              .to(device))
+            model.train()
+            for k, lg in zip(idx, lo[:, 0].cpu().numpy(), strict=True):
+                _, im, inst, box, pts, lab, cand, win = firsts[k]
+                low = logits_to_low_res(lg, win, im.size)
+                click = corrective_click(low_res_to_mask(low, im.size), inst.mask, rng)
+                if click is None:
+                    continue
+                p2 = click[0][None] if pts is None else np.concatenate([pts, click[0][None]])
+                l2 = np.array([click[1]]) if lab is None else np.concatenate(
+                    [lab, [click[1]]])
+                samples[k], _ = _sample(im.rgb, inst.mask, g, box, p2, l2, cand, low)
+        x = torch.from_numpy(np.stack([smp.x for smp in samples]))
+        t = torch.from_numpy(np.stack([smp.target for smp in samples]))[:, None]
+        x, t = _augment(x, t, rng)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)  # faster on a CPU
+        t = t.to(device)
+        area = torch.tensor([smp.gt_area for smp in samples], dtype=torch.float32,
+                            device=device)
+        logits, iou = model(x)
+        seg, iou_loss = losses(logits, iou, t, area)
+        return seg + s.iou_weight * iou_loss
+
+    done = run_steps(model, s, batch_loss, meta=meta, rng=rng, checkpoint=checkpoint,
+                     progress=progress, on_step=on_step, desc=desc)
     model.to("cpu").eval()
-    return TrainReport(steps=step, seconds=time.perf_counter() - t0, resumed_from=start,
-                       final_loss=float(np.mean(hist[-20:])) if hist else float("nan"),
-                       losses=hist)
+    return TrainReport(steps=done.step, seconds=done.seconds, resumed_from=done.start,
+                       final_loss=done.final_loss, losses=done.losses)
