@@ -40,7 +40,7 @@ from sam_engine.learned.weights import (
     MANIFEST_NAME,
     WEIGHTS_NAME,
     ModelManifest,
-    read_manifest,
+    verified_weights,
     write_atomic,
 )
 
@@ -256,21 +256,12 @@ def load_arrays(folder: str | Path, kind: str) -> tuple[dict[str, np.ndarray], M
     from safetensors.numpy import load
 
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    data, manifest = verified_weights(folder, "teach the model again")
     got_kind = manifest.net.get("kind") if isinstance(manifest.net, dict) else None
     if got_kind != kind:
         raise CheckpointError(f"{folder / MANIFEST_NAME} describes a {got_kind or 'unknown'} "
                               f"model, not {kind!r}")
     path = folder / WEIGHTS_NAME
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-    got = hashlib.sha256(data).hexdigest()
-    if got != manifest.weights_sha256:
-        raise CheckpointError(
-            f"{path} has sha256 {got} but its manifest records {manifest.weights_sha256}: the "
-            "file is truncated or altered; restore it or teach the model again")
     try:
         return load(data), manifest
     except (SafetensorError, ValueError) as exc:

@@ -99,6 +99,15 @@ def load_state(folder: str | Path) -> tuple[dict, ModelManifest]:
     """(state_dict, manifest) after checking the weights' sha256 against the manifest."""
     from safetensors.torch import load
 
+    data, manifest = verified_weights(folder)
+    return load(data), manifest
+
+
+def verified_weights(folder: str | Path, remedy: str = "tune again"
+                     ) -> tuple[bytes, ModelManifest]:
+    """(the weights file's bytes, manifest) after checking the bytes' sha256 against the
+    manifest; CheckpointError naming the file otherwise (remedy: what to do besides
+    restoring it)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     path = folder / WEIGHTS_NAME
@@ -110,5 +119,5 @@ def load_state(folder: str | Path) -> tuple[dict, ModelManifest]:
     if got != manifest.weights_sha256:
         raise CheckpointError(
             f"{path} has sha256 {got} but its manifest records {manifest.weights_sha256}: the "
-            "file is truncated or altered; restore it or tune again")
-    return load(data), manifest
+            f"file is truncated or altered; restore it or {remedy}")
+    return data, manifest
