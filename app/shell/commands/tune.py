@@ -217,6 +217,13 @@ def run(args: argparse.Namespace) -> int:
               f"{out.before.mean('point', cls):.3f})")
     for c in out.curve:
         print(f"  after {c['masks']:>5} masks: box {c['box']:.3f}, click {c['point']:.3f}")
+    return _outcome(args, out, {"before": out.before.table(), "after": out.after.table(),
+                                "curve": out.curve,
+                                "rivals": {k: v.table() for k, v in out.rivals.items()}})
+
+
+def _outcome(args: argparse.Namespace, out, figures: dict) -> int:
+    """The gate's verdict and the model folder on stdout, the outcome as --json; exit code."""
     verdict = "promoted for recipe " + (args.recipe or "(default)") if out.promoted \
         else "kept, not used"
     print(f"{out.manifest.model_id} {verdict}: {out.reason}")
@@ -226,9 +233,8 @@ def run(args: argparse.Namespace) -> int:
 
         doc = {"model": out.manifest.model_id, "folder": str(out.folder),
                "promoted": out.promoted, "reason": out.reason, "current": out.current,
-               "before": out.before.table(), "after": out.after.table(), "curve": out.curve,
-               "rivals": {k: v.table() for k, v in out.rivals.items()},
-               "train_seconds": round(out.train_seconds, 1), "problems": out.problems}
+               **figures, "train_seconds": round(out.train_seconds, 1),
+               "problems": out.problems}
         write_atomic(args.json, (json.dumps(doc, indent=2) + "\n").encode())
     return 0 if out.promoted else EXIT_NOT_PROMOTED
 
@@ -251,24 +257,12 @@ def _run_finder(args: argparse.Namespace, data, name: str) -> int:
     print(f"held-out ({out.after['images'] - out.after['clean_images']} images) and "
           f"{out.after['clean_images']} clean parts:")
     print(f"  {'class':<20}{'pixel IoU':>10}{'recall':>8}{'precision':>10}{'defects':>9}")
-    for cls, v in out.after["per_class"].items():
-        def f(x):
-            return "-" if x is None else f"{x:.3f}"
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
 
+    for cls, v in out.after["per_class"].items():
         print(f"  {cls:<20}{f(v['pixel_iou']):>10}{f(v['recall']):>8}{f(v['precision']):>10}"
               f"{v['true_defects']:>9}")
     print(f"  image-level class accuracy {out.after['class_accuracy']}, false alarms on clean "
           f"parts {out.after['false_alarm_rate']}")
-    verdict = "promoted for recipe " + (args.recipe or "(default)") if out.promoted \
-        else "kept, not used"
-    print(f"{out.manifest.model_id} {verdict}: {out.reason}")
-    print(f"model folder: {out.folder}")
-    if args.json:
-        from sam_engine.learned.weights import write_atomic
-
-        doc = {"model": out.manifest.model_id, "folder": str(out.folder),
-               "promoted": out.promoted, "reason": out.reason, "current": out.current,
-               "after": out.after, "before": out.before,
-               "train_seconds": round(out.train_seconds, 1), "problems": out.problems}
-        write_atomic(args.json, (json.dumps(doc, indent=2) + "\n").encode())
-    return 0 if out.promoted else EXIT_NOT_PROMOTED
+    return _outcome(args, out, {"after": out.after, "before": out.before})
